@@ -1,0 +1,1 @@
+"""make bench: benchmarks that report ratios measured within one run."""

@@ -1,0 +1,22 @@
+"""python -m bench (make bench): every benchmark, one table, results/ as JSON."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import buddy_core, buddy_grpc
+from bench.report import Report
+
+
+def main() -> int:
+    report = Report()
+    print(f"  {'benchmark':62} {'value':>14} {'unit':10} {'goal':10} met")
+    buddy_core.run(report)
+    buddy_grpc.run(report)
+    path = report.write("bench")
+    print(f"results: {path} and {path.with_suffix('.md')}")
+    return 0 if report.all_passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Clients of the machine: the memsim command line, and later process players."""

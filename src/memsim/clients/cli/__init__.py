@@ -1,0 +1,1 @@
+"""The memsim command, with Linux habits (memsim up, cat /proc/buddyinfo, ...)."""

@@ -1,0 +1,1 @@
+"""Machine profiles: data files (one .toml per machine) and their loader."""
