@@ -120,3 +120,26 @@ def test_foreground_up_stops_everything_on_ctrl_c(cli: Cli) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_foreground_up_ends_quietly_when_memsim_down_stops_it(cli: Cli) -> None:
+    process = cli.start("up", "--ephemeral-ports")
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if "Press Ctrl-C" in line or not line:
+                break
+        pids = cli.recorded_pids()
+        assert pids
+        down = cli.run("down")
+        assert down.returncode == 0
+        rest, _ = process.communicate(timeout=30)
+        assert process.returncode == 0
+        assert "stopped by `memsim down`" in rest
+        assert not any(cli.pid_alive(p) for p in pids)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

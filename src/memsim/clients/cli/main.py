@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
+import time
 from typing import Annotated
 
 import grpc
@@ -36,8 +38,6 @@ def fail(message: str) -> typer.Exit:
 
 def service_address(name: str) -> str:
     """MEMSIM_<NAME>_ADDR if set, else the running machine's record."""
-    import os
-
     if f"MEMSIM_{name.upper()}_ADDR" in os.environ:
         return peer_address(name)
     state = running_machine()
@@ -83,9 +83,10 @@ def up(
             f"  {record.name:8} {record.address:22} pid {record.pid:<8} "
             f"metrics http://{record.metrics_address}/metrics"
         )
+    stop = None if detach else _StopRequest()
     if demo:
         asyncio.run(_demo(state.services["buddy"].address))
-    if detach:
+    if stop is None:
         print("memsim: running in the background; stop it with `memsim down`")
         return
     print(
@@ -93,7 +94,7 @@ def up(
         "(or run `memsim down` in another terminal).",
         flush=True,
     )
-    _wait_foreground(state)
+    _wait_foreground(state, stop)
 
 
 async def _demo(address: str) -> None:
@@ -101,18 +102,23 @@ async def _demo(address: str) -> None:
         await run_demo(BuddyClient(channel), print)
 
 
-def _wait_foreground(state: MachineState) -> None:
-    stopping = False
+class _StopRequest:
+    """Ctrl-C or SIGTERM to a foreground `memsim up`: noted, acted on between steps."""
 
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._note)
+        signal.signal(signal.SIGINT, self._note)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    import time
+    def _note(self, signum: int, frame: object) -> None:
+        self.requested = True
 
-    while not stopping:
+
+def _wait_foreground(state: MachineState, stop: _StopRequest) -> None:
+    while not stop.requested:
+        if not MachineState.path().exists():
+            print("memsim: stopped by `memsim down`")
+            return
         dead = [s for s in state.services.values() if not is_alive(s.pid)]
         if dead:
             names = ", ".join(f"{s.name} (log {s.log_file})" for s in dead)
