@@ -1,7 +1,7 @@
 """Fragmentation indices of mm/vmstat.c (fill_contig_page_info and friends).
 
-Both are integers in thousandths, as the kernel keeps them; debugfs prints
-them as "%d.%03d".
+Both are integers in thousandths, as the kernel keeps them (memsim.procfs.extfrag
+prints them as debugfs does).
 - unusable_free_index: the share of free memory that cannot serve a block of
   this order (0 = all of it can, 1000 = none can).
 - fragmentation_index: only meaningful when an allocation of this order would
@@ -53,10 +53,3 @@ def unusable_free_indices(nr_free: list[int]) -> list[int]:
 
 def fragmentation_indices(nr_free: list[int]) -> list[int]:
     return [fragmentation_index(o, fill_contig_page_info(nr_free, o)) for o in range(len(nr_free))]
-
-
-def format_milli(value: int) -> str:
-    """The kernel's "%d.%03d" of a thousandths value (-1000 prints -1.000)."""
-    sign = "-" if value < 0 else ""
-    value = abs(value)
-    return f"{sign}{value // 1000}.{value % 1000:03d}"
