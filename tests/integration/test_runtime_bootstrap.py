@@ -468,29 +468,20 @@ async def test_channel_retries_unavailable() -> None:
             await channel.close(None)
 
 
-async def test_channel_without_retries_gives_up_at_once() -> None:
-    servicer = FlakyEcho(failures=2)
+@pytest.mark.parametrize(
+    ("max_attempts", "failures"),
+    [(1, 2), (3, 10)],
+    ids=["without-retries-gives-up-at-once", "retries-stop-at-max-attempts"],
+)
+async def test_channel_attempts_are_bounded(max_attempts: int, failures: int) -> None:
+    servicer = FlakyEcho(failures=failures)
     async with serving(servicer) as running:
-        channel = open_channel(running.address, max_attempts=1)
+        channel = open_channel(running.address, max_attempts=max_attempts)
         try:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await echo_pb2_grpc.EchoStub(channel).Echo(echo_pb2.EchoRequest(payload=b"x"))
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert info.value.details() == "attempt 1 refused"
-            assert servicer.calls == 1
-        finally:
-            await channel.close(None)
-
-
-async def test_channel_retries_stop_at_max_attempts() -> None:
-    servicer = FlakyEcho(failures=10)
-    async with serving(servicer) as running:
-        channel = open_channel(running.address, max_attempts=3)
-        try:
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                await echo_pb2_grpc.EchoStub(channel).Echo(echo_pb2.EchoRequest(payload=b"x"))
-            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-            assert info.value.details() == "attempt 3 refused"
-            assert servicer.calls == 3
+            assert info.value.details() == f"attempt {max_attempts} refused"
+            assert servicer.calls == max_attempts
         finally:
             await channel.close(None)

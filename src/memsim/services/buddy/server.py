@@ -36,10 +36,14 @@ translate = translate_errors(STATUS)
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+def arena_ref(arena: Arena) -> common_pb2.ArenaRef:
+    return common_pb2.ArenaRef(node=arena.spec.node, zone=arena.spec.zone)
+
+
 def arena_message(arena: Arena) -> pb.Arena:
     spec = arena.spec
     return pb.Arena(
-        ref=common_pb2.ArenaRef(node=spec.node, zone=spec.zone),
+        ref=arena_ref(arena),
         start_pfn=spec.start_pfn,
         pages=spec.pages,
         max_order=spec.max_order,
@@ -120,7 +124,7 @@ class BuddyServicer(buddy_pb2_grpc.BuddyAllocatorServicer):
         return pb.GetBuddyInfoResponse(
             arenas=[
                 pb.ArenaBuddyInfo(
-                    arena=common_pb2.ArenaRef(node=a.spec.node, zone=a.spec.zone),
+                    arena=arena_ref(a),
                     nr_free=a.nr_free(),
                 )
                 for a in arenas
@@ -135,7 +139,7 @@ class BuddyServicer(buddy_pb2_grpc.BuddyAllocatorServicer):
         return pb.GetFragmentationResponse(
             arenas=[
                 pb.ArenaFragmentation(
-                    arena=common_pb2.ArenaRef(node=a.spec.node, zone=a.spec.zone),
+                    arena=arena_ref(a),
                     unusable_free_index_milli=unusable_free_indices(a.nr_free()),
                     fragmentation_index_milli=fragmentation_indices(a.nr_free()),
                 )
