@@ -5,15 +5,35 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
+from memsim.procfs.buddyinfo import format_buddyinfo
+from memsim.profiles.loader import MachineProfile, load_profile
+from memsim.services.buddy.arena import Arena, ArenaSpec
+from memsim.services.zone.machine import Machine
 from tests.e2e.harness import Cli
 
-# x86_32 with 1 GiB: DMA 0-16 MiB is 4 blocks of order 10, Normal 16-896 MiB is
-# 220, HighMem 896-1024 MiB is 32; nothing else free. Kernel format, byte for byte.
-BOOT_BUDDYINFO = (
-    "Node 0, zone      DMA" + "      0" * 10 + "      4 \n"
-    "Node 0, zone   Normal" + "      0" * 10 + "    220 \n"
-    "Node 0, zone  HighMem" + "      0" * 10 + "     32 \n"
-)
+# x86_32 with 1 GiB, checked by hand. The zone's reserved pages sit at its
+# bottom: DMA keeps 4096 - 32 (memmap) - 1024 (kernel at 1-5 MiB) = 3040 pages
+# from pfn 1056: blocks of order 5 (1056), 6 (1088), 7 (1152), 8 (1280),
+# 9 (1536) and two of order 10 (2048, 3072).
+DMA_AT_BOOT = "Node 0, zone      DMA" + "      0" * 5 + "      1" * 5 + "      2 \n"
+
+
+def expected_buddyinfo(profile: MachineProfile) -> str:
+    """What buddy holds at boot: each zone's managed pages, carved (the oracle)."""
+    machine = Machine(profile)
+    return format_buddyinfo(
+        (
+            z.node,
+            z.name,
+            Arena(
+                ArenaSpec(z.node, z.name, z.arena_start_pfn, z.managed, profile.max_order)
+            ).nr_free(),
+        )
+        for z in sorted(machine.zones.values(), key=lambda z: (z.node, z.start_pfn))
+        if z.managed
+    )
 
 
 def test_up_cat_status_down_leaves_nothing_behind(cli: Cli) -> None:
@@ -21,12 +41,13 @@ def test_up_cat_status_down_leaves_nothing_behind(cli: Cli) -> None:
     assert up.returncode == 0, up.stderr
     assert "x86_32 (1G, 4K pages, MAX_ORDER 11) is up" in up.stdout
     pids = cli.recorded_pids()
-    assert len(pids) == 1
+    assert len(pids) == 2
     assert all(cli.pid_alive(p) for p in pids)
 
     cat = cli.run("cat", "/proc/buddyinfo")
     assert cat.returncode == 0, cat.stderr
-    assert cat.stdout == BOOT_BUDDYINFO
+    assert cat.stdout.startswith(DMA_AT_BOOT)
+    assert cat.stdout == expected_buddyinfo(load_profile("x86_32"))
 
     status = cli.run("status")
     assert status.returncode == 0, status.stdout + status.stderr
@@ -40,6 +61,7 @@ def test_up_cat_status_down_leaves_nothing_behind(cli: Cli) -> None:
     down = cli.run("down")
     assert down.returncode == 0, down.stderr
     assert f"buddy: stopped pid {pids[0]}" in down.stdout
+    assert f"zone: stopped pid {pids[1]}" in down.stdout
     assert not any(cli.pid_alive(p) for p in pids)
     assert not (cli.run_dir / "machine.json").exists()
 
@@ -48,17 +70,45 @@ def test_up_cat_status_down_leaves_nothing_behind(cli: Cli) -> None:
     assert "no machine is running" in after.stderr
 
 
-def test_profile_options_change_the_machine(cli: Cli) -> None:
-    up = cli.run("up", "-d", "--ephemeral-ports", "--mem", "64M", "--max-order", "5")
+@pytest.mark.parametrize(
+    ("profile", "options"),
+    [
+        ("x86_32", ("--mem", "64M", "--max-order", "5")),
+        ("x86_64", ()),
+        ("x86_64", ("--mem", "1T")),
+        ("numa", ()),
+        ("ppc", ("--page-size", "64K")),
+        ("nommu", ()),
+    ],
+    ids=["x86_32-64M", "x86_64", "x86_64-1T", "numa", "ppc-64K", "nommu"],
+)
+def test_every_profile_boots_and_serves_its_proc_files(
+    cli: Cli, profile: str, options: tuple[str, ...]
+) -> None:
+    up = cli.run("up", "-d", "--ephemeral-ports", "--profile", profile, *options)
     assert up.returncode == 0, up.stderr
     try:
-        cat = cli.run("cat", "/proc/buddyinfo")
-        # 64 MiB: DMA 4096 pages and Normal 12288 pages in order-4 blocks (64 pages);
-        # no HighMem zone at all.
-        assert cat.stdout == (
-            "Node 0, zone      DMA" + "      0" * 4 + "    256 \n"
-            "Node 0, zone   Normal" + "      0" * 4 + "    768 \n"
+        mem = dict(zip(options[::2], options[1::2], strict=True))
+        machine = load_profile(
+            profile,
+            mem=mem.get("--mem"),
+            page_size=mem.get("--page-size"),
+            max_order=int(mem["--max-order"]) if "--max-order" in mem else None,
         )
+        buddyinfo = cli.run("cat", "/proc/buddyinfo")
+        assert buddyinfo.stdout == expected_buddyinfo(machine)
+        zoneinfo = cli.run("cat", "/proc/zoneinfo")
+        assert zoneinfo.returncode == 0, zoneinfo.stderr
+        for zone in Machine(machine).zones.values():
+            assert f"Node {zone.node}, zone {zone.name:>8}\n" in zoneinfo.stdout
+            assert f"        present  {zone.present}\n" in zoneinfo.stdout
+        vmstat = cli.run("cat", "/proc/vmstat")
+        assert vmstat.stdout.startswith("nr_free_pages ")
+        free = cli.run("free")
+        total_kb = sum(z.managed for z in Machine(machine).zones.values()) * (
+            machine.page_size // 1024
+        )
+        assert free.stdout.splitlines()[1].split()[:2] == ["Mem:", str(total_kb)]
     finally:
         assert cli.run("down").returncode == 0
 

@@ -1,8 +1,10 @@
 """Reads a machine profile and lays its zones out in page frames.
 
 A profile names its zones in address order, each ending at a byte boundary
-(the last one at the end of memory). The options of `memsim up` (--mem,
---page-size, --max-order) override the file's values.
+(the last one at the end of memory). Memory is split evenly between the
+profile's nodes by address, and each node gets the parts of the zones its
+addresses fall in. The options of `memsim up` (--mem, --page-size,
+--max-order) override the file's values.
 """
 
 from __future__ import annotations
@@ -40,7 +42,23 @@ class MachineProfile:
     max_order: int
     cpus: int
     mmu: bool
+    # Spanned pages of every populated zone, by node then address.
     zones: tuple[ZoneSpan, ...]
+    # Zone types the kernel is configured with, in the kernel's order.
+    zone_types: tuple[str, ...] = ("DMA", "Normal", "HighMem", "Movable")
+    nodes: int = 1
+    # SLIT distances, distances[from][to].
+    distances: tuple[tuple[int, ...], ...] = ((10,),)
+    struct_page_bytes: int = 32
+    kernel_start: int = 1 << 20
+    kernel_reserved: int = 4 << 20
+
+    def cpu_node(self, cpu: int) -> int:
+        """CPUs are spread evenly over the nodes, in order."""
+        return cpu * self.nodes // self.cpus
+
+    def node_cpus(self, node: int) -> list[int]:
+        return [cpu for cpu in range(self.cpus) if self.cpu_node(cpu) == node]
 
     @property
     def summary(self) -> str:
@@ -96,22 +114,40 @@ def load_profile(
     if not 1 <= order <= 20:
         raise ProfileError(f"MAX_ORDER {order} is outside 1..20")
     total_pages = mem_bytes // page
+    nodes = int(data.get("nodes", 1))
+    cpus = int(data.get("cpus", 1))
+    if not 1 <= nodes <= 64 or cpus < nodes:
+        raise ProfileError(f"{nodes} nodes with {cpus} CPUs: every node needs a CPU")
+    distances = tuple(tuple(int(d) for d in row) for row in data.get("distances", [[10]]))
+    if len(distances) != nodes or any(len(row) != nodes for row in distances):
+        raise ProfileError(f"distances must be a {nodes}x{nodes} table")
+    zone_types = tuple(data.get("zone_types", ("DMA", "Normal", "HighMem", "Movable")))
     zones: list[ZoneSpan] = []
-    start = 0
-    for zone in data["zones"]:
-        end = min(
-            total_pages, _size(zone["end"], zone["name"]) // page if "end" in zone else total_pages
-        )
-        if end > start:  # a zone past the end of memory is simply not populated
-            zones.append(ZoneSpan(0, zone["name"], start, end - start))
-            start = end
+    for node in range(nodes):
+        node_start = total_pages * node // nodes
+        node_end = total_pages * (node + 1) // nodes
+        start = 0
+        for zone in data["zones"]:
+            if zone["name"] not in zone_types:
+                raise ProfileError(f"zone {zone['name']} is not one of {zone_types}")
+            end = _size(zone["end"], zone["name"]) // page if "end" in zone else total_pages
+            lo, hi = max(start, node_start), min(end, node_end)
+            if hi > lo:  # a zone outside this node's addresses is not populated here
+                zones.append(ZoneSpan(node, zone["name"], lo, hi - lo))
+            start = max(start, end)
     return MachineProfile(
         name=data["name"],
         description=data.get("description", ""),
         mem_bytes=mem_bytes,
         page_size=page,
         max_order=order,
-        cpus=int(data.get("cpus", 1)),
+        cpus=cpus,
         mmu=bool(data.get("mmu", True)),
         zones=tuple(zones),
+        zone_types=zone_types,
+        nodes=nodes,
+        distances=distances,
+        struct_page_bytes=int(data.get("struct_page_bytes", 32)),
+        kernel_start=_size(data.get("kernel_start", "1M"), "kernel_start"),
+        kernel_reserved=_size(data.get("kernel_reserved", "4M"), "kernel_reserved"),
     )

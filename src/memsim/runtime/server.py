@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,10 @@ class Service:
     service_names: Sequence[str]
     add_to_server: Callable[[grpc.aio.Server], None]
     collectors: Sequence[Collector] = field(default_factory=tuple)
+    # Run on the server's loop: after binding and before SERVING, and after
+    # the last call on shutdown (open channels, boot, start background tasks).
+    on_start: Callable[[], Awaitable[None]] | None = None
+    on_stop: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -59,6 +63,8 @@ class RunningServer:
         """Health turns NOT_SERVING first, then in-flight calls get grace_s to end."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        if self.service.on_stop:
+            await self.service.on_stop()
         if self.metrics:
             await self.metrics.stop()
 
@@ -86,6 +92,8 @@ async def start_server(
         raise OSError(f"{service.name}: cannot bind gRPC to {listen}")
     host = listen.rpartition(":")[0]
     await server.start()
+    if service.on_start:
+        await service.on_start()
     for name in ("", *service.service_names):
         await health_servicer.set(name, SERVING)
     endpoint = None

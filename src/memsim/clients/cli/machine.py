@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from memsim.clients.cli.processes import (
@@ -14,11 +13,9 @@ from memsim.clients.cli.processes import (
 )
 from memsim.clients.cli.state import MachineState, run_dir
 from memsim.profiles.loader import MachineProfile
-from memsim.runtime.channel import open_channel
-from memsim.services.buddy.client import BuddyClient
 
 # Start order: a service starts after every service it asks.
-SERVICES: tuple[str, ...] = ("buddy",)
+SERVICES: tuple[str, ...] = ("buddy", "zone")
 
 
 def running_machine() -> MachineState | None:
@@ -32,14 +29,14 @@ def running_machine() -> MachineState | None:
     return None
 
 
-async def boot(profile: MachineProfile, state: MachineState) -> None:
-    """Hands each zone of the profile to the buddy allocator as an arena."""
-    async with open_channel(state.services["buddy"].address) as channel:
-        buddy = BuddyClient(channel)
-        for zone in profile.zones:
-            await buddy.create_arena(
-                zone.node, zone.name, zone.start_pfn, zone.pages, profile.max_order
-            )
+def profile_env(profile: MachineProfile) -> dict[str, str]:
+    """What the zone service boots: the profile with every option resolved."""
+    return {
+        "MEMSIM_PROFILE": profile.name,
+        "MEMSIM_MEM": str(profile.mem_bytes),
+        "MEMSIM_PAGE_SIZE": str(profile.page_size),
+        "MEMSIM_MAX_ORDER": str(profile.max_order),
+    }
 
 
 def bring_up(profile: MachineProfile, *, ephemeral_ports: bool, detached: bool) -> MachineState:
@@ -54,11 +51,16 @@ def bring_up(profile: MachineProfile, *, ephemeral_ports: bool, detached: bool) 
     peers: dict[str, str] = {}
     try:
         for name in SERVICES:
-            record = start_service(name, run_dir(), ephemeral_ports=ephemeral_ports, peers=peers)
+            record = start_service(
+                name,
+                run_dir(),
+                ephemeral_ports=ephemeral_ports,
+                peers=peers,
+                extra_env=profile_env(profile),
+            )
             state.services[name] = record
             peers[name] = record.address
             state.save()
-        asyncio.run(boot(profile, state))
     except BaseException:
         tear_down(state)
         raise

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import grpc
@@ -17,12 +18,13 @@ from rich.table import Table
 from memsim.clients.cli.demo import run_demo
 from memsim.clients.cli.machine import bring_up, running_machine, tear_down
 from memsim.clients.cli.processes import LaunchError, check_serving, is_alive
-from memsim.clients.cli.procfiles import PROC_FILES
+from memsim.clients.cli.procfiles import PROC_FILES, Clients, free
 from memsim.clients.cli.state import MachineState
 from memsim.profiles.loader import ProfileError, available_profiles, load_profile
 from memsim.runtime.channel import open_channel
 from memsim.runtime.config import peer_address
 from memsim.services.buddy.client import BuddyClient
+from memsim.services.zone.client import ZoneClient
 
 app = typer.Typer(
     help="memsim: the Linux 2.6 memory manager as gRPC services.",
@@ -36,14 +38,22 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def service_address(name: str) -> str:
+def _address(state: MachineState | None, name: str) -> str:
     """MEMSIM_<NAME>_ADDR if set, else the running machine's record."""
     if f"MEMSIM_{name.upper()}_ADDR" in os.environ:
         return peer_address(name)
-    state = running_machine()
     if state is None or name not in state.services:
         raise fail("no machine is running (start one with `memsim up -d`)")
     return state.services[name].address
+
+
+def _read(produce: Callable[[Clients], Awaitable[str]], what: str) -> None:
+    state = running_machine()
+    _address(state, "buddy")  # fail early, and plainly, with no machine
+    try:
+        sys.stdout.write(asyncio.run(_with_clients(state, produce)))
+    except grpc.aio.AioRpcError as exc:
+        raise fail(f"{what}: {exc.code().name}: {exc.details()}") from None
 
 
 @app.command()
@@ -85,7 +95,7 @@ def up(
         )
     stop = None if detach else _StopRequest()
     if demo:
-        asyncio.run(_demo(state.services["buddy"].address))
+        asyncio.run(_with_clients(state, _demo))
     if stop is None:
         print("memsim: running in the background; stop it with `memsim down`")
         return
@@ -97,9 +107,20 @@ def up(
     _wait_foreground(state, stop)
 
 
-async def _demo(address: str) -> None:
-    async with open_channel(address) as channel:
-        await run_demo(BuddyClient(channel), print)
+async def _demo(clients: Clients) -> str:
+    await run_demo(clients, print)
+    return ""
+
+
+async def _with_clients(
+    state: MachineState | None, use: Callable[[Clients], Awaitable[str]]
+) -> str:
+    """Runs `use` with clients of the running machine's services."""
+    async with (
+        open_channel(_address(state, "buddy")) as buddy,
+        open_channel(_address(state, "zone")) as zone,
+    ):
+        return await use(Clients(BuddyClient(buddy), ZoneClient(zone)))
 
 
 class _StopRequest:
@@ -176,13 +197,10 @@ def cat(path: Annotated[str, typer.Argument(help="One of: " + ", ".join(PROC_FIL
     produce = PROC_FILES.get(path)
     if produce is None:
         raise fail(f"cat: {path}: No such file (memsim serves {', '.join(PROC_FILES)})")
-    address = service_address("buddy")
+    _read(produce, f"cat: {path}")
 
-    async def read() -> str:
-        async with open_channel(address) as channel:
-            return await produce(BuddyClient(channel))
 
-    try:
-        sys.stdout.write(asyncio.run(read()))
-    except grpc.aio.AioRpcError as exc:
-        raise fail(f"cat: {path}: {exc.code().name}: {exc.details()}") from None
+@app.command("free")
+def free_command() -> None:
+    """Memory in KiB as free(1) shows it: total, used and free so far."""
+    _read(free, "free")

@@ -72,7 +72,12 @@ async def check_serving(address: str, timeout_s: float = 2.0) -> str:
 
 
 def start_service(
-    name: str, run_dir: Path, *, ephemeral_ports: bool, peers: dict[str, str]
+    name: str,
+    run_dir: Path,
+    *,
+    ephemeral_ports: bool,
+    peers: dict[str, str],
+    extra_env: dict[str, str] | None = None,
 ) -> ServiceRecord:
     """Starts python -m memsim.services.<name> in its own session and waits for SERVING.
 
@@ -89,6 +94,7 @@ def start_service(
         f"MEMSIM_{name.upper()}_METRICS_LISTEN": f"{LOOPBACK}:{metrics_port}",
         "MEMSIM_READY_FILE": str(ready_file),
         **{f"MEMSIM_{peer.upper()}_ADDR": address for peer, address in peers.items()},
+        **(extra_env or {}),
     }
     with log_file.open("ab") as log:
         process = subprocess.Popen(

@@ -73,3 +73,7 @@ class BuddyClient:
 
     async def audit(self) -> pb.AuditResponse:
         return await self._stub.Audit(pb.AuditRequest())
+
+    async def nr_free(self, node: int, zone: str) -> list[int]:
+        (info,) = await self.buddyinfo(node, zone)
+        return list(info.nr_free)

@@ -1,0 +1,404 @@
+"""The zone allocator: __alloc_pages, free_hot_cold_page, kswapd and direct
+reclaim of 2.6.24, over the buddy service and the registered reclaimers.
+
+This is the service layer: the decisions are the kernel's, the state lives in
+Machine, and every call out goes through a port. Every await leaves the state
+consistent: pages are accounted to a zone or a pcp list before the next call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from memsim.services.zone import gfp as g
+from memsim.services.zone import watermarks as wm
+from memsim.services.zone.errors import BadFree, InvalidRequest, NotFound, OutOfMemory
+from memsim.services.zone.machine import DEF_PRIORITY, Machine, Zone
+from memsim.services.zone.ports import BuddyPort, ReclaimerPort
+
+MAX_ALLOC_COUNT = 1 << 16
+# The kernel loops for ever on small allocations that may not fail; memsim
+# gives up after this many rounds of direct reclaim (what later kernels call
+# MAX_RECLAIM_RETRIES) so that no request outlives its caller.
+MAX_RECLAIM_RETRIES = 16
+# congestion_wait(WRITE, HZ/50) between rounds: lets kswapd and frees run.
+CONGESTION_WAIT_S = 0.002
+# __GFP_NOFAIL without a deadline of its own retries this long.
+NOFAIL_LIMIT_S = 5.0
+
+
+@dataclass
+class Allocation:
+    zone: Zone
+    order: int
+    pfns: list[int] = field(default_factory=list)
+
+
+class ZoneAllocator:
+    def __init__(self, machine: Machine, buddy: BuddyPort) -> None:
+        self.machine = machine
+        self.buddy = buddy
+        self.reclaimers: dict[str, ReclaimerPort] = {}
+        self.failures: list[str] = []  # "page allocation failure" lines, for dmesg
+        self._kswapd_wake = [asyncio.Event() for _ in range(machine.profile.nodes)]
+        self._kswapd_order = [0] * machine.profile.nodes
+        self._kswapd_tasks: list[asyncio.Task[None]] = []
+        self.kswapd_runs = 0
+        self.kswapd_wakeups = 0
+
+    # -- boot and lifecycle ----------------------------------------------------
+
+    async def boot(self) -> None:
+        """Hands every zone's managed pages to buddy and starts one kswapd per node."""
+        for zone in self.machine.zones.values():
+            if zone.managed:
+                await self.buddy.create_arena(
+                    zone.node,
+                    zone.name,
+                    zone.arena_start_pfn,
+                    zone.managed,
+                    self.machine.profile.max_order,
+                )
+        self.start_kswapd()
+
+    def start_kswapd(self) -> None:
+        self._kswapd_tasks = [
+            asyncio.create_task(self._kswapd(node), name=f"kswapd{node}")
+            for node in range(self.machine.profile.nodes)
+        ]
+
+    async def stop(self) -> None:
+        for task in self._kswapd_tasks:
+            task.cancel()
+        await asyncio.gather(*self._kswapd_tasks, return_exceptions=True)
+
+    # -- validation --------------------------------------------------------------
+
+    def _check(self, gfp_mask: int, order: int, count: int, cpu: int) -> None:
+        g.check_gfp(gfp_mask)
+        max_order = self.machine.profile.max_order
+        if not 0 <= order < max_order:
+            raise InvalidRequest(f"order {order} is outside 0..{max_order - 1}")
+        if not 1 <= count <= MAX_ALLOC_COUNT:
+            raise InvalidRequest(f"count {count} is outside 1..{MAX_ALLOC_COUNT}")
+        self._check_cpu(cpu)
+
+    def _check_cpu(self, cpu: int) -> None:
+        cpus = self.machine.profile.cpus
+        if not 0 <= cpu < cpus:
+            raise InvalidRequest(f"cpu {cpu} is outside 0..{cpus - 1}")
+
+    # -- allocation ----------------------------------------------------------------
+
+    async def alloc_pages(
+        self, gfp_mask: int, order: int, count: int, cpu: int, deadline_s: float | None = None
+    ) -> list[Allocation]:
+        """count blocks of 2^order pages; a bulk returns fewer if memory runs out
+        after the first block, and OutOfMemory if not even one can be had."""
+        self._check(gfp_mask, order, count, cpu)
+        node = self.machine.profile.cpu_node(cpu)
+        highest = g.gfp_zone(gfp_mask, self.machine.zone_types)
+        zonelist = self.machine.zonelist(node, highest, bool(gfp_mask & g.THISNODE))
+        if not zonelist:
+            raise OutOfMemory(
+                f"no populated zone can serve {g.format_gfp(gfp_mask)} on node {node}"
+            )
+        loop = asyncio.get_running_loop()
+        until = loop.time() + (deadline_s if deadline_s is not None else NOFAIL_LIMIT_S)
+        by_zone: dict[str, Allocation] = {}
+        for i in range(count):
+            try:
+                zone, pfn = await self._alloc_one(gfp_mask, order, cpu, zonelist, until)
+            except OutOfMemory:
+                if i == 0:
+                    raise
+                break
+            allocation = by_zone.setdefault(zone.name + str(zone.node), Allocation(zone, order))
+            allocation.pfns.append(pfn)
+        return list(by_zone.values())
+
+    async def _alloc_one(
+        self, gfp_mask: int, order: int, cpu: int, zonelist: list[Zone], until: float
+    ) -> tuple[Zone, int]:
+        """__alloc_pages of 2.6.24."""
+        got = await self._get_page_from_freelist(gfp_mask, order, cpu, zonelist, wm.ALLOC_WMARK_LOW)
+        if got:
+            return got
+        for zone in zonelist:
+            self._wakeup_kswapd(zone, order)
+        wait = bool(gfp_mask & g.WAIT)
+        alloc_flags = wm.ALLOC_WMARK_MIN
+        if not wait:
+            alloc_flags |= wm.ALLOC_HARDER
+        if gfp_mask & g.HIGH:
+            alloc_flags |= wm.ALLOC_HIGH
+        got = await self._get_page_from_freelist(gfp_mask, order, cpu, zonelist, alloc_flags)
+        if got:
+            return got
+        loop = asyncio.get_running_loop()
+        retries = 0
+        while wait:  # atomic allocations cannot reclaim
+            self.machine.events.count("allocstall")
+            progress = await self._try_to_free_pages(zonelist, order, gfp_mask)
+            if order:
+                await self.drain_all_pages()
+            if progress:
+                got = await self._get_page_from_freelist(
+                    gfp_mask, order, cpu, zonelist, alloc_flags
+                )
+                if got:
+                    return got
+            elif gfp_mask & g.FS and not gfp_mask & g.NORETRY:
+                # Last look with a very high watermark before the OOM killer.
+                got = await self._get_page_from_freelist(
+                    gfp_mask, order, cpu, zonelist, wm.ALLOC_WMARK_HIGH
+                )
+                if got:
+                    return got
+                # The OOM killer (the policy service, later) would run here.
+                if not gfp_mask & g.NOFAIL:
+                    break
+            do_retry = (
+                not gfp_mask & g.NORETRY
+                and (order <= g.PAGE_ALLOC_COSTLY_ORDER or bool(gfp_mask & g.REPEAT))
+            ) or bool(gfp_mask & g.NOFAIL)
+            retries += 1
+            out_of_time = loop.time() >= until
+            if (
+                not do_retry
+                or out_of_time
+                or (retries >= MAX_RECLAIM_RETRIES and not gfp_mask & g.NOFAIL)
+            ):
+                break
+            await asyncio.sleep(CONGESTION_WAIT_S)
+        self._warn_failure(gfp_mask, order)
+        raise OutOfMemory(
+            f"page allocation failure. order:{order}, mode:{gfp_mask:#x} "
+            f"({g.format_gfp(gfp_mask)}): no zone in the zonelist has a free "
+            "block above its watermark and reclaim freed nothing"
+        )
+
+    def _warn_failure(self, gfp_mask: int, order: int) -> None:
+        if not gfp_mask & g.NOWARN:
+            self.failures.append(
+                f"memsim: page allocation failure. order:{order}, mode:{gfp_mask:#x}"
+            )
+
+    async def _get_page_from_freelist(
+        self, gfp_mask: int, order: int, cpu: int, zonelist: list[Zone], alloc_flags: int
+    ) -> tuple[Zone, int] | None:
+        classzone_idx = zonelist[0].type_idx
+        for zone in zonelist:
+            if not alloc_flags & wm.ALLOC_NO_WATERMARKS:
+                mark = (
+                    zone.marks.min
+                    if alloc_flags & wm.ALLOC_WMARK_MIN
+                    else zone.marks.low
+                    if alloc_flags & wm.ALLOC_WMARK_LOW
+                    else zone.marks.high
+                )
+                if not await self._watermark_ok(zone, order, mark, classzone_idx, alloc_flags):
+                    continue
+            pfn = await self._buffered_rmqueue(zone, order, gfp_mask, cpu)
+            if pfn is not None:
+                self._count_alloc(zone, order, zonelist[0].node, cpu)
+                return zone, pfn
+        return None
+
+    async def _watermark_ok(
+        self, zone: Zone, order: int, mark: int, classzone_idx: int, alloc_flags: int
+    ) -> bool:
+        nr_free = await self.buddy.nr_free(zone.node, zone.name) if order else []
+        return wm.zone_watermark_ok(
+            zone.free_pages, nr_free, order, mark, zone.lowmem_reserve[classzone_idx], alloc_flags
+        )
+
+    async def _buffered_rmqueue(
+        self, zone: Zone, order: int, gfp_mask: int, cpu: int
+    ) -> int | None:
+        if order == 0:
+            pcp = zone.pcp[cpu][1 if gfp_mask & g.COLD else 0]
+            if not pcp.pages:
+                pfns = await self.buddy.alloc_bulk(zone.node, zone.name, 0, pcp.batch)
+                zone.free_pages -= len(pfns)
+                pcp.pages.extend(pfns)  # rmqueue_bulk adds each at the tail
+                if not pcp.pages:
+                    return None
+            pfn = pcp.pages.popleft()
+        else:
+            got = await self.buddy.alloc_bulk(zone.node, zone.name, order, 1)
+            if not got:
+                return None
+            pfn = got[0]
+            zone.free_pages -= 1 << order
+        zone.handed_out[pfn] = order
+        return pfn
+
+    def _count_alloc(self, zone: Zone, order: int, preferred_node: int, cpu: int) -> None:
+        self.machine.events.count_zone("pgalloc", zone.name, 1 << order)
+        stats = zone.numa_stats
+        if self.machine.events.numa:
+            local = zone.node == self.machine.profile.cpu_node(cpu)
+            stats["numa_hit" if zone.node == preferred_node else "numa_miss"] += 1
+            stats["numa_local" if local else "numa_other"] += 1
+            if zone.node != preferred_node:
+                foreign = self.machine.node_zones(preferred_node)
+                if foreign:
+                    foreign[-1].numa_stats["numa_foreign"] += 1
+
+    # -- freeing ---------------------------------------------------------------
+
+    async def free_pages(
+        self, blocks: Iterable[tuple[int, int]], cpu: int, cold: bool = False
+    ) -> int:
+        """Frees blocks this service handed out: order 0 to the CPU's pcp list
+        (free_hot_cold_page), larger ones straight to buddy (__free_pages_ok)."""
+        self._check_cpu(cpu)
+        batch = list(blocks)
+        if not batch:
+            raise InvalidRequest("the batch of blocks to free is empty")
+        seen: set[int] = set()
+        zones: list[Zone] = []
+        for pfn, order in batch:
+            zone = self.machine.zone_of_pfn(pfn)
+            if zone is None:
+                raise InvalidRequest(f"pfn {pfn} is in no zone of this machine")
+            handed = zone.handed_out.get(pfn)
+            if handed is None:
+                raise BadFree(
+                    f"pfn {pfn} ({zone.name}) was not handed out by the zone "
+                    "allocator, or is already free"
+                )
+            if handed != order:
+                raise BadFree(
+                    f"pfn {pfn} was allocated with order {handed}, freed with order {order}"
+                )
+            if pfn in seen:
+                raise BadFree(f"double free: pfn {pfn} appears twice in the batch")
+            seen.add(pfn)
+            zones.append(zone)
+        to_buddy: dict[tuple[tuple[int, str], int], list[int]] = {}
+        freed = 0
+        for (pfn, order), zone in zip(batch, zones, strict=True):
+            del zone.handed_out[pfn]
+            freed += 1 << order
+            if order:
+                to_buddy.setdefault((zone.key, order), []).append(pfn)
+                continue
+            pcp = zone.pcp[cpu][1 if cold else 0]
+            pcp.pages.appendleft(pfn)
+            if pcp.count >= pcp.high:  # drain a batch of the coldest pages
+                drained = [pcp.pages.pop() for _ in range(min(pcp.batch, pcp.count))]
+                to_buddy.setdefault((zone.key, 0), []).extend(drained)
+        self.machine.events.count("pgfree", freed)
+        for (key, order), pfns in to_buddy.items():
+            zone = self.machine.zones[key]
+            await self.buddy.free_bulk(zone.node, zone.name, order, pfns)
+            zone.free_pages += len(pfns) << order
+        return freed
+
+    async def drain_all_pages(self) -> int:
+        """Every pcp list of every CPU back to buddy."""
+        drained = 0
+        for zone in self.machine.zones.values():
+            pfns: list[int] = []
+            for hot, cold in zone.pcp:
+                for pcp in (hot, cold):
+                    pfns.extend(pcp.pages)
+                    pcp.pages.clear()
+            if pfns:
+                await self.buddy.free_bulk(zone.node, zone.name, 0, pfns)
+                zone.free_pages += len(pfns)
+                drained += len(pfns)
+        return drained
+
+    # -- reclaim -----------------------------------------------------------------
+
+    def register_reclaimer(self, name: str, reclaimer: ReclaimerPort) -> int:
+        if not name:
+            raise InvalidRequest("a reclaimer needs a name")
+        self.reclaimers[name] = reclaimer
+        return len(self.reclaimers)
+
+    def unregister_reclaimer(self, name: str) -> int:
+        if self.reclaimers.pop(name, None) is None:
+            raise NotFound(f"no reclaimer named {name!r}")
+        return len(self.reclaimers)
+
+    async def _shrink_zone(
+        self, zone: Zone, nr_to_reclaim: int, gfp_mask: int, priority: int, kswapd: bool
+    ) -> int:
+        """Asks every reclaimer in turn until nr_to_reclaim pages came back."""
+        reclaimed = 0
+        for reclaimer in list(self.reclaimers.values()):
+            if reclaimed >= nr_to_reclaim:
+                break
+            scanned, got = await reclaimer.shrink_zone(
+                zone.node, zone.name, nr_to_reclaim - reclaimed, gfp_mask, priority, kswapd
+            )
+            reclaimed += got
+            zone.pages_scanned += scanned
+            events = self.machine.events
+            events.count_zone("pgscan_kswapd" if kswapd else "pgscan_direct", zone.name, scanned)
+            events.count_zone("pgsteal", zone.name, got)
+            if kswapd:
+                events.count("kswapd_steal", got)
+        return reclaimed
+
+    async def _try_to_free_pages(self, zonelist: list[Zone], order: int, gfp_mask: int) -> int:
+        """Direct reclaim: SWAP_CLUSTER_MAX pages from each zone of the zonelist,
+        trying harder (lower priority) until something comes back."""
+        for priority in range(DEF_PRIORITY, -1, -1):
+            reclaimed = 0
+            for zone in zonelist:
+                reclaimed += await self._shrink_zone(
+                    zone, wm.SWAP_CLUSTER_MAX, gfp_mask, priority, kswapd=False
+                )
+            if reclaimed:
+                return reclaimed
+            if not self.reclaimers:
+                break
+        return 0
+
+    def _wakeup_kswapd(self, zone: Zone, order: int) -> None:
+        """wakeup_kswapd: only when the zone is below its low watermark."""
+        if zone.free_pages - (1 << order) + 1 > zone.marks.low:
+            return
+        node = zone.node
+        self._kswapd_order[node] = max(self._kswapd_order[node], order)
+        if not self._kswapd_wake[node].is_set():
+            self.kswapd_wakeups += 1
+            self._kswapd_wake[node].set()
+
+    async def _kswapd(self, node: int) -> None:
+        while True:
+            await self._kswapd_wake[node].wait()
+            order, self._kswapd_order[node] = self._kswapd_order[node], 0
+            self.kswapd_runs += 1
+            await self.balance_pgdat(node, order)
+            self._kswapd_wake[node].clear()
+
+    async def balance_pgdat(self, node: int, order: int) -> int:
+        """Reclaims from the node's zones until each is above its high watermark,
+        or a pass at every priority brought nothing back."""
+        total = 0
+        zones = list(reversed(self.machine.node_zones(node)))
+        for priority in range(DEF_PRIORITY, -1, -1):
+            self.machine.events.count("pageoutrun")
+            below = [z for z in zones if z.free_pages - (1 << order) + 1 <= z.marks.high]
+            if not below:
+                break
+            reclaimed = 0
+            for zone in below:
+                zone.prev_priority = priority
+                reclaimed += await self._shrink_zone(
+                    zone, wm.SWAP_CLUSTER_MAX, g.GFP_KERNEL, priority, kswapd=True
+                )
+            total += reclaimed
+            if not self.reclaimers:
+                break
+        for zone in zones:
+            zone.prev_priority = DEF_PRIORITY
+        return total

@@ -1,0 +1,37 @@
+"""What the zone allocator needs from the outside, as protocols: buddy for
+blocks, reclaimers for pages back. gRPC clients implement them in production;
+in-process fakes in unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+
+class BuddyPort(Protocol):
+    async def create_arena(
+        self, node: int, zone: str, start_pfn: int, pages: int, max_order: int = 0
+    ) -> object: ...
+
+    async def alloc_bulk(self, node: int, zone: str, order: int, count: int) -> list[int]: ...
+
+    async def free(self, node: int, zone: str, blocks: Iterable[tuple[int, int]]) -> int: ...
+
+    async def free_bulk(self, node: int, zone: str, order: int, pfns: Iterable[int]) -> int: ...
+
+    async def nr_free(self, node: int, zone: str) -> list[int]: ...
+
+
+class ReclaimerPort(Protocol):
+    async def shrink_zone(
+        self, node: int, zone: str, nr_to_reclaim: int, gfp_mask: int, priority: int, kswapd: bool
+    ) -> tuple[int, int]:
+        """Frees up to nr_to_reclaim pages of the zone; returns (scanned, reclaimed)."""
+        ...
+
+
+class NotConnected:
+    """The buddy port before the service has dialled buddy: every call says so."""
+
+    def __getattr__(self, name: str) -> object:
+        raise RuntimeError(f"buddy is not connected yet (called {name})")
