@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import buddy_core, buddy_grpc
+from bench import buddy_core, buddy_grpc, zone_core, zone_grpc
 from bench.report import Report
 
 
@@ -13,6 +13,8 @@ def main() -> int:
     print(f"  {'benchmark':62} {'value':>14} {'unit':10} {'goal':10} met")
     buddy_core.run(report)
     buddy_grpc.run(report)
+    zone_core.run(report)
+    zone_grpc.run(report)
     path = report.write("bench")
     print(f"results: {path} and {path.with_suffix('.md')}")
     return 0 if report.all_passed else 1
