@@ -137,7 +137,8 @@ class _StopRequest:
 
 def _wait_foreground(state: MachineState, stop: _StopRequest) -> None:
     while not stop.requested:
-        if not MachineState.path().exists():
+        current = MachineState.load()
+        if current is None or current.stopping:
             print("memsim: stopped by `memsim down`")
             return
         dead = [s for s in state.services.values() if not is_alive(s.pid)]
@@ -160,6 +161,8 @@ def down() -> None:
         print("memsim: no machine is running")
         return
     try:
+        state.stopping = True
+        state.save()
         for line in tear_down(state):
             print(f"memsim: {line}")
     except LaunchError as exc:

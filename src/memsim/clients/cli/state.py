@@ -37,6 +37,9 @@ class MachineState:
     supervisor_pid: int
     detached: bool
     services: dict[str, ServiceRecord] = field(default_factory=dict)
+    # Set by `memsim down` before it stops anything, so that a foreground
+    # `memsim up` watching its services knows their end is wanted.
+    stopping: bool = False
 
     @classmethod
     def path(cls) -> Path:

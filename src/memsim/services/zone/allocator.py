@@ -110,7 +110,9 @@ class ZoneAllocator:
         by_zone: dict[str, Allocation] = {}
         for i in range(count):
             try:
-                zone, pfn = await self._alloc_one(gfp_mask, order, cpu, zonelist, until)
+                # A bulk that got some blocks is not a failure: only the first warns.
+                mask = gfp_mask if i == 0 else gfp_mask | g.NOWARN
+                zone, pfn = await self._alloc_one(mask, order, cpu, zonelist, until)
             except OutOfMemory:
                 if i == 0:
                     raise
