@@ -188,3 +188,47 @@ async def test_resource_exhausted(small: ZoneHarness) -> None:
     code = await status_of(small.client.alloc(g.GFP_KERNEL | g.NOWARN))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert len(await small.client.alloc(g.GFP_ATOMIC)) == 1
+
+
+class HoldingReclaimer(zone_pb2_grpc.ReclaimerServicer):
+    """A reclaimer that gives back pages it holds, through the zone's FreePages."""
+
+    def __init__(self, client: ZoneClient) -> None:
+        self.client = client
+        self.held: list[int] = []
+        self.asked = 0
+
+    async def ShrinkZone(
+        self, request: pb.ShrinkZoneRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ShrinkZoneResponse:
+        self.asked += 1
+        count = min(request.nr_to_reclaim, len(self.held))
+        give, self.held = self.held[:count], self.held[count:]
+        if give:
+            await self.client.free([(pfn, 0) for pfn in give])
+        return pb.ShrinkZoneResponse(nr_scanned=2 * count, nr_reclaimed=count)
+
+
+async def test_reclaim_asks_a_reclaimer_over_grpc(small: ZoneHarness) -> None:
+    """zone -> reclaimer -> zone.FreePages -> zone: the call back in is served
+    while the zone waits for the reclaimer, and the allocation then succeeds."""
+    reclaimer = HoldingReclaimer(small.client)
+    server = grpc.aio.server()
+    zone_pb2_grpc.add_ReclaimerServicer_to_server(reclaimer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        assert await small.client.register_reclaimer("test", f"127.0.0.1:{port}") == 1
+        got = await small.client.alloc(g.GFP_KERNEL, 0, 5000)
+        reclaimer.held = [pfn for pfn, _ in got]
+        before = len(reclaimer.held)
+        ((pfn, order),) = await small.client.alloc(g.GFP_KERNEL)
+        assert order == 0
+        assert pfn not in reclaimer.held
+        assert reclaimer.asked >= 1
+        assert len(reclaimer.held) < before
+        vmstat = dict(await small.client.vmstat())
+        assert vmstat["pgsteal_normal"] >= 1
+        assert vmstat["pgscan_direct_normal"] + vmstat["pgscan_kswapd_normal"] >= 2
+    finally:
+        await server.stop(0)
