@@ -92,3 +92,13 @@ def test_server_config_from_the_environment() -> None:
         ServerConfig.from_env("buddy", env={"MEMSIM_BUDDY_LISTEN": "nowhere"})
     with pytest.raises(ConfigError, match="MEMSIM_LOG_FORMAT='xml'"):
         ServerConfig.from_env("buddy", env={"MEMSIM_LOG_FORMAT": "xml"})
+
+
+def test_negative_indices_print_as_the_kernels_printf_does() -> None:
+    from memsim.procfs.extfrag import format_milli
+
+    # "%d.%03d" of (index / 1000, index % 1000) in C: both parts truncate to zero.
+    assert format_milli(-1000) == "-1.000"
+    assert format_milli(-500) == "0.-500"
+    assert format_milli(-1) == "0.-01"
+    assert format_milli(1500) == "1.500"

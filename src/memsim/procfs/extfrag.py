@@ -8,12 +8,14 @@ from memsim.procfs.buddyinfo import zone_prefix
 
 
 def format_milli(value: int) -> str:
-    """The kernel's "%d.%03d" of index / 1000, index % 1000.
+    """The kernel's "%d.%03d" of index / 1000, index % 1000, with C's division.
 
-    C division truncates towards zero, so -1000 prints "-1.000".
+    C truncates towards zero and its remainder keeps the dividend's sign, so
+    -1000 prints "-1.000" and -500 (which the formula yields when only blocks
+    smaller than the request are free) prints "0.-500", as debugfs does.
     """
-    whole = abs(value) // 1000 * (-1 if value < 0 else 1)
-    return f"{whole}.{abs(value) % 1000:03d}"
+    whole = int(value / 1000)
+    return f"{whole}.{value - whole * 1000:03d}"
 
 
 def format_index_file(zones: Iterable[tuple[int, str, Sequence[int]]]) -> str:
