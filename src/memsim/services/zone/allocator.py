@@ -129,7 +129,7 @@ class ZoneAllocator:
         if got:
             return got
         for zone in zonelist:
-            self._wakeup_kswapd(zone, order)
+            self.wakeup_kswapd(zone, order)
         wait = bool(gfp_mask & g.WAIT)
         alloc_flags = wm.ALLOC_WMARK_MIN
         if not wait:
@@ -205,7 +205,7 @@ class ZoneAllocator:
                     continue
             pfn = await self._buffered_rmqueue(zone, order, gfp_mask, cpu)
             if pfn is not None:
-                self._count_alloc(zone, order, zonelist[0].node, cpu)
+                self._count_alloc(zone, order, zonelist[0], cpu)
                 return zone, pfn
         return None
 
@@ -238,17 +238,19 @@ class ZoneAllocator:
         zone.handed_out[pfn] = order
         return pfn
 
-    def _count_alloc(self, zone: Zone, order: int, preferred_node: int, cpu: int) -> None:
+    def _count_alloc(self, zone: Zone, order: int, preferred: Zone, cpu: int) -> None:
+        """PGALLOC, and zone_statistics on NUMA: a page from another node than
+        the zonelist's first zone is a miss here and a foreign there."""
         self.machine.events.count_zone("pgalloc", zone.name, 1 << order)
-        stats = zone.numa_stats
         if self.machine.events.numa:
+            stats = zone.numa_stats
+            if zone.node == preferred.node:
+                stats["numa_hit"] += 1
+            else:
+                stats["numa_miss"] += 1
+                preferred.numa_stats["numa_foreign"] += 1
             local = zone.node == self.machine.profile.cpu_node(cpu)
-            stats["numa_hit" if zone.node == preferred_node else "numa_miss"] += 1
             stats["numa_local" if local else "numa_other"] += 1
-            if zone.node != preferred_node:
-                foreign = self.machine.node_zones(preferred_node)
-                if foreign:
-                    foreign[-1].numa_stats["numa_foreign"] += 1
 
     # -- freeing ---------------------------------------------------------------
 
@@ -298,7 +300,7 @@ class ZoneAllocator:
         for (key, order), pfns in to_buddy.items():
             zone = self.machine.zones[key]
             await self.buddy.free_bulk(zone.node, zone.name, order, pfns)
-            zone.free_pages += len(pfns) << order
+            zone.returned_to_buddy(len(pfns) << order)
         return freed
 
     async def drain_all_pages(self) -> int:
@@ -312,7 +314,7 @@ class ZoneAllocator:
                     pcp.pages.clear()
             if pfns:
                 await self.buddy.free_bulk(zone.node, zone.name, 0, pfns)
-                zone.free_pages += len(pfns)
+                zone.returned_to_buddy(len(pfns))
                 drained += len(pfns)
         return drained
 
@@ -355,6 +357,8 @@ class ZoneAllocator:
         for priority in range(DEF_PRIORITY, -1, -1):
             reclaimed = 0
             for zone in zonelist:
+                if zone.all_unreclaimable and priority != DEF_PRIORITY:
+                    continue  # let kswapd poll it
                 reclaimed += await self._shrink_zone(
                     zone, wm.SWAP_CLUSTER_MAX, gfp_mask, priority, kswapd=False
                 )
@@ -364,7 +368,7 @@ class ZoneAllocator:
                 break
         return 0
 
-    def _wakeup_kswapd(self, zone: Zone, order: int) -> None:
+    def wakeup_kswapd(self, zone: Zone, order: int) -> None:
         """wakeup_kswapd: only when the zone is below its low watermark."""
         if zone.free_pages - (1 << order) + 1 > zone.marks.low:
             return
@@ -373,6 +377,10 @@ class ZoneAllocator:
         if not self._kswapd_wake[node].is_set():
             self.kswapd_wakeups += 1
             self._kswapd_wake[node].set()
+
+    def kswapd_sleeping(self, node: int) -> bool:
+        """True while the node's kswapd waits for a wake-up."""
+        return not self._kswapd_wake[node].is_set()
 
     async def _kswapd(self, node: int) -> None:
         while True:
@@ -394,10 +402,16 @@ class ZoneAllocator:
                 break
             reclaimed = 0
             for zone in below:
+                if zone.all_unreclaimable and priority != DEF_PRIORITY:
+                    continue
                 zone.prev_priority = priority
-                reclaimed += await self._shrink_zone(
+                got = await self._shrink_zone(
                     zone, wm.SWAP_CLUSTER_MAX, g.GFP_KERNEL, priority, kswapd=True
                 )
+                reclaimed += got
+                # Scanned six times over what the LRU holds and nothing came back.
+                if not got and zone.pages_scanned >= 6 * zone.lru_pages:
+                    zone.all_unreclaimable = True
             total += reclaimed
             if not self.reclaimers:
                 break

@@ -53,9 +53,19 @@ class Zone:
     handed_out: dict[int, int] = field(default_factory=dict)
     pages_scanned: int = 0
     all_unreclaimable: bool = False
+    # NR_ACTIVE + NR_INACTIVE: the LRU pages reclaim may scan. The mmu service
+    # owns the LRU lists; until it reports them the zone counts none.
+    lru_pages: int = 0
     prev_priority: int = DEF_PRIORITY
     stat_threshold: int = 0
     numa_stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NUMA_STAT_ITEMS, 0))
+
+    def returned_to_buddy(self, pages: int) -> None:
+        """free_pages_bulk/free_one_page: pages are back in buddy, so the zone
+        is reclaimable again and the scan count starts afresh."""
+        self.free_pages += pages
+        self.all_unreclaimable = False
+        self.pages_scanned = 0
 
     @property
     def end_pfn(self) -> int:
