@@ -52,6 +52,12 @@ class MachineProfile:
     struct_page_bytes: int = 32
     kernel_start: int = 1 << 20
     kernel_reserved: int = 4 << 20
+    # The MMU's view: page-table levels (0 without an MMU), bytes per entry,
+    # the top of user space and where executables are loaded.
+    pt_levels: int = 2
+    pte_bytes: int = 4
+    task_size: int = 3 << 30
+    exe_base: int = 0x08048000
 
     def cpu_node(self, cpu: int) -> int:
         """CPUs are spread evenly over the nodes, in order."""
@@ -150,4 +156,8 @@ def load_profile(
         struct_page_bytes=int(data.get("struct_page_bytes", 32)),
         kernel_start=_size(data.get("kernel_start", "1M"), "kernel_start"),
         kernel_reserved=_size(data.get("kernel_reserved", "4M"), "kernel_reserved"),
+        pt_levels=int(data.get("pt_levels", 2)),
+        pte_bytes=int(data.get("pte_bytes", 4)),
+        task_size=_size(data.get("task_size", "3G"), "task_size"),
+        exe_base=int(data.get("exe_base", 0x08048000)),
     )

@@ -1,0 +1,43 @@
+"""Typed client of the MMU service."""
+
+from __future__ import annotations
+
+import grpc
+
+from memsim.mmu.v1 import mmu_pb2 as pb
+from memsim.mmu.v1 import mmu_pb2_grpc
+
+
+class MmuClient:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.stub = mmu_pb2_grpc.MmuStub(channel)
+
+    async def create_process(
+        self,
+        name: str,
+        uid: int = 0,
+        parent_pid: int = 0,
+        nice: int = 0,
+        capabilities: list[str] | None = None,
+        nodes: list[int] | None = None,
+    ) -> tuple[int, str]:
+        response = await self.stub.CreateProcess(
+            pb.CreateProcessRequest(
+                name=name,
+                uid=uid,
+                parent_pid=parent_pid,
+                nice=nice,
+                capabilities=capabilities or [],
+                nodes=nodes or [],
+            )
+        )
+        return response.pid, response.token
+
+    async def kill(self, pid: int, signal: int = 9) -> int:
+        return (await self.stub.Kill(pb.KillRequest(pid=pid, signal=signal))).freed_pages
+
+    async def processes(self, all: bool = False) -> pb.ListProcessesResponse:
+        return await self.stub.ListProcesses(pb.ListProcessesRequest(all=all))
+
+    async def process(self, pid: int) -> pb.ProcessInfo:
+        return await self.stub.GetProcess(pb.GetProcessRequest(pid=pid))

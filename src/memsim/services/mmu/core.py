@@ -1,0 +1,536 @@
+"""The MMU's domain: processes, address spaces, page tables and page contents.
+
+Pure and synchronous. Anything that needs frames is split in two: a plan
+(what would change, how many frames and table pages it takes) and an apply
+that takes the frames the service got from the zone and returns any it did
+not use. Between the two nothing of that process changes: the service holds
+the process's lock (its mmap_sem); only other processes can drop their share
+of a copy-on-write frame, which apply re-checks.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from memsim.profiles.loader import MachineProfile
+from memsim.services.mmu import pagetable as pt
+from memsim.services.mmu import vma as v
+from memsim.services.mmu.errors import (
+    InvalidRequest,
+    NoMemory,
+    NoSuchProcess,
+    PermissionDenied,
+    ProcessDead,
+)
+from memsim.services.mmu.pagetable import PageTable
+from memsim.services.mmu.process import CAPABILITIES, SIGKILL, SIGSEGV, Mm, Process
+from memsim.services.mmu.vma import AddressSpace, Vma
+
+# The stack every process starts with, and the gap mmap leaves below it
+# (mmap_base: TASK_SIZE less the stack rlimit, at least 128 MiB).
+STACK_BYTES = 128 << 10
+MMAP_GAP_BYTES = 128 << 20
+EXE_TEXT_PAGES = 8
+EXE_DATA_PAGES = 2
+INIT_PID = 1
+
+# What a planned page needs.
+NEW, ZERO, COW, REUSE, HIT = "new", "zero", "cow", "reuse", "hit"
+
+
+@dataclass
+class Segfault:
+    address: int
+    reason: str
+
+
+@dataclass
+class AccessPlan:
+    """What touching [start, end) pages would do, up to a fault if any."""
+
+    write: bool
+    pages: list[tuple[int, str]] = field(default_factory=list)
+    tables: list[tuple[int, int]] = field(default_factory=list)
+    segfault: Segfault | None = None
+
+    @property
+    def frames_needed(self) -> int:
+        return sum(1 for _, kind in self.pages if kind in (NEW, COW))
+
+
+@dataclass
+class Released:
+    """Frames and page-table pages to give back to the zone."""
+
+    frames: list[int] = field(default_factory=list)
+    tables: list[int] = field(default_factory=list)
+
+    def extend(self, other: Released) -> None:
+        self.frames += other.frames
+        self.tables += other.tables
+
+
+class Mmu:
+    def __init__(self, profile: MachineProfile, seed: int = 0) -> None:
+        self.profile = profile
+        self.page_size = profile.page_size
+        self.page_shift = profile.page_size.bit_length() - 1
+        self.task_pages = profile.task_size >> self.page_shift
+        gap = max(MMAP_GAP_BYTES, STACK_BYTES) >> self.page_shift
+        self.mmap_base = self.task_pages - gap
+        self.processes: dict[int, Process] = {}
+        self.next_pid = INIT_PID
+        self._rng = random.Random(seed)
+        # A frame mapped more than once (fork, shared memory): its map count.
+        # Frames mapped once are not listed: that keeps a resident page cheap.
+        self.mapcount: dict[int, int] = {}
+        # Bytes of frames that were written; unwritten frames read as zeros.
+        self.data: dict[int, bytearray] = {}
+        self.clock_ms = 0
+        self.faults = {"minor": 0, "major": 0, "protection": 0}
+
+    # -- processes -----------------------------------------------------------------
+
+    def process(self, pid: int, token: str | None = None, *, alive: bool = True) -> Process:
+        """The process named by pid, checked against its token."""
+        proc = self.processes.get(pid)
+        if proc is None:
+            raise NoSuchProcess(f"no process with pid {pid}")
+        if token is not None and token != proc.token:
+            raise PermissionDenied(f"wrong token for pid {pid}")
+        if alive and not proc.alive:
+            how = f"killed by signal {proc.exit_signal}" if proc.exit_signal else "exited"
+            raise ProcessDead(f"pid {pid} ({proc.name}) has {how}")
+        return proc
+
+    def plan_create(self) -> int:
+        """Table pages a new process needs: its pgd."""
+        return 1 if self.profile.pt_levels else 0
+
+    def create_process(
+        self,
+        name: str,
+        uid: int,
+        ppid: int,
+        nice: int,
+        capabilities: set[str],
+        nodes: list[int],
+        pgd: list[int],
+    ) -> Process:
+        self._check_new(name, uid, ppid, nice, capabilities, nodes)
+        pid = self.next_pid
+        self.next_pid += 1
+        proc = Process(
+            pid=pid,
+            token=f"{self._rng.getrandbits(128):032x}",
+            name=name,
+            uid=uid,
+            ppid=ppid if pid != INIT_PID else 0,
+            nice=nice,
+            capabilities=frozenset(capabilities),
+            nodes=tuple(nodes or range(self.profile.nodes)),
+            mm=self._new_mm(name, pgd),
+            start_time_ms=self.clock_ms,
+        )
+        self.processes[pid] = proc
+        if proc.ppid in self.processes:
+            self.processes[proc.ppid].children.append(pid)
+        return proc
+
+    def _check_new(
+        self, name: str, uid: int, ppid: int, nice: int, capabilities: set[str], nodes: list[int]
+    ) -> None:
+        if not name or len(name) > 15 or "/" in name:
+            raise InvalidRequest(
+                f"process name {name!r} must be 1..15 characters, no '/' (TASK_COMM_LEN)"
+            )
+        if uid < 0:
+            raise InvalidRequest(f"uid {uid} is negative")
+        if not -20 <= nice <= 19:
+            raise InvalidRequest(f"nice {nice} is outside -20..19")
+        unknown = set(capabilities) - set(CAPABILITIES)
+        if unknown:
+            raise InvalidRequest(
+                f"unknown capabilities {sorted(unknown)} (known: {', '.join(CAPABILITIES)})"
+            )
+        bad_nodes = [n for n in nodes if not 0 <= n < self.profile.nodes]
+        if bad_nodes:
+            raise InvalidRequest(f"nodes {bad_nodes} are outside 0..{self.profile.nodes - 1}")
+        if self.processes and ppid not in self.processes:
+            raise NoSuchProcess(f"no parent process with pid {ppid}")
+
+    def _new_mm(self, name: str, pgd: list[int]) -> Mm:
+        space = AddressSpace()
+        exe = self.profile.exe_base >> self.page_shift
+        space.insert(Vma(exe, exe + EXE_TEXT_PAGES, v.PROT_READ | v.PROT_EXEC, name=name))
+        data_end = exe + EXE_TEXT_PAGES + EXE_DATA_PAGES
+        space.insert(Vma(exe + EXE_TEXT_PAGES, data_end, v.PROT_READ | v.PROT_WRITE, name=name))
+        stack = STACK_BYTES >> self.page_shift
+        space.insert(
+            Vma(
+                self.task_pages - stack,
+                self.task_pages,
+                v.PROT_READ | v.PROT_WRITE,
+                name="[stack]",
+                growsdown=True,
+            )
+        )
+        table = PageTable(self.profile.pt_levels, self.page_size, self.profile.pte_bytes)
+        for pfn in pgd:
+            table.tables[(0, 0)] = pfn
+        mm = Mm(space, table, start_brk=data_end, brk=data_end << self.page_shift)
+        mm.note_vm()
+        return mm
+
+    # -- mmap, munmap, mprotect, brk -----------------------------------------------------
+
+    def _pages(self, addr: int, length: int, what: str) -> tuple[int, int]:
+        if addr % self.page_size:
+            raise InvalidRequest(
+                f"{what}: address {addr:#x} is not page aligned ({self.page_size} bytes)"
+            )
+        if length <= 0:
+            raise InvalidRequest(f"{what}: length {length} must be positive")
+        start = addr >> self.page_shift
+        end = start + ((length + self.page_size - 1) >> self.page_shift)
+        if end > self.task_pages:
+            raise InvalidRequest(
+                f"{what}: [{addr:#x}, {addr + length:#x}) reaches past "
+                f"TASK_SIZE {self.profile.task_size:#x}"
+            )
+        return start, end
+
+    def mmap(
+        self, proc: Process, addr: int, length: int, prot: int, flags: int
+    ) -> tuple[int, Released]:
+        """do_mmap_pgoff for anonymous memory: the address, and what MAP_FIXED unmapped."""
+        if prot & ~v.PROT_MASK:
+            raise InvalidRequest(f"mmap: unknown protection bits {prot & ~v.PROT_MASK:#x}")
+        if flags & ~v.MAP_KNOWN:
+            raise InvalidRequest(f"mmap: unknown flags {flags & ~v.MAP_KNOWN:#x}")
+        if bool(flags & v.MAP_SHARED) == bool(flags & v.MAP_PRIVATE):
+            raise InvalidRequest("mmap: exactly one of MAP_SHARED and MAP_PRIVATE is needed")
+        if not flags & v.MAP_ANONYMOUS:
+            raise InvalidRequest(
+                "mmap: only anonymous mappings (MAP_ANONYMOUS): memsim has no files"
+            )
+        if length <= 0:
+            raise InvalidRequest(f"mmap: length {length} must be positive")
+        pages = (length + self.page_size - 1) >> self.page_shift
+        released = Released()
+        if flags & v.MAP_FIXED:
+            start, end = self._pages(addr, length, "mmap")
+            released = self._unmap(proc, start, end)
+        else:
+            hint = addr >> self.page_shift if addr % self.page_size == 0 else 0
+            if (
+                hint
+                and hint + pages <= self.task_pages
+                and proc.mm.space.is_free(hint, hint + pages)
+            ):
+                start = hint
+            else:
+                floor = 1
+                found = proc.mm.space.unmapped_area(pages, self.mmap_base, floor)
+                if found is None:
+                    raise NoMemory(
+                        f"mmap: no free range of {pages} pages below "
+                        f"{self.mmap_base << self.page_shift:#x}"
+                    )
+                start = found
+            end = start + pages
+        proc.mm.space.insert(
+            Vma(
+                start,
+                end,
+                prot,
+                shared=bool(flags & v.MAP_SHARED),
+                noreserve=bool(flags & v.MAP_NORESERVE),
+                growsdown=bool(flags & v.MAP_GROWSDOWN),
+            )
+        )
+        proc.mm.note_vm()
+        return start << self.page_shift, released
+
+    def munmap(self, proc: Process, addr: int, length: int) -> Released:
+        start, end = self._pages(addr, length, "munmap")
+        return self._unmap(proc, start, end)
+
+    def _unmap(self, proc: Process, start: int, end: int) -> Released:
+        mm = proc.mm
+        released = Released()
+        for lo, hi in mm.space.unmap(start, end):
+            released.frames += self._drop_ptes(mm, lo, hi)
+        spans = [(x.start, x.end) for x in mm.space]
+        for key in mm.pt.tables_left_empty(spans):
+            released.tables.append(mm.pt.tables.pop(key))
+        return released
+
+    def _drop_ptes(self, mm: Mm, lo: int, hi: int) -> list[int]:
+        """Unmaps pages of [lo, hi); returns frames nobody maps any longer."""
+        freed = []
+        ptes = mm.pt.ptes
+        vpns = (
+            [vpn for vpn in ptes if lo <= vpn < hi]
+            if hi - lo > len(ptes)
+            else [vpn for vpn in range(lo, hi) if vpn in ptes]
+        )
+        for vpn in vpns:
+            pte = ptes.pop(vpn)
+            if pte & pt.PTE_PRESENT and not pte & pt.PTE_ZERO:
+                mm.note_rss(-1)
+                if self._put_frame(pt.pte_pfn(pte)):
+                    freed.append(pt.pte_pfn(pte))
+        return freed
+
+    def _put_frame(self, pfn: int) -> bool:
+        """Drops one mapping of a frame; True when it was the last."""
+        count = self.mapcount.get(pfn, 1) - 1
+        if count >= 2:
+            self.mapcount[pfn] = count
+            return False
+        self.mapcount.pop(pfn, None)
+        if count == 1:
+            return False
+        self.data.pop(pfn, None)
+        return True
+
+    def mprotect(self, proc: Process, addr: int, length: int, prot: int) -> None:
+        if prot & ~v.PROT_MASK:
+            raise InvalidRequest(f"mprotect: unknown protection bits {prot & ~v.PROT_MASK:#x}")
+        start, end = self._pages(addr, length, "mprotect")
+        if not proc.mm.space.mapped_through(start, end):
+            raise InvalidRequest(
+                f"mprotect: [{addr:#x}, {addr + length:#x}) is not all mapped (ENOMEM)"
+            )
+        proc.mm.space.protect(start, end, prot)
+        if not prot & v.PROT_WRITE:  # write-protect what is mapped: change_pte_range
+            ptes = proc.mm.pt.ptes
+            for vpn in range(start, end):
+                pte = ptes.get(vpn)
+                if pte is not None and pte & pt.PTE_WRITE:
+                    ptes[vpn] = pte & ~pt.PTE_WRITE
+
+    def brk(self, proc: Process, new_brk: int) -> tuple[int, Released]:
+        """sys_brk: moves the break; on failure it stays where it was."""
+        mm = proc.mm
+        released = Released()
+        if new_brk < (mm.start_brk << self.page_shift):
+            return mm.brk, released
+        old_end = (mm.brk + self.page_size - 1) >> self.page_shift
+        new_end = (new_brk + self.page_size - 1) >> self.page_shift
+        if new_end > self.task_pages:
+            return mm.brk, released
+        if new_end < old_end:
+            released = self._unmap(proc, new_end, old_end)
+        elif new_end > old_end:
+            if not mm.space.is_free(old_end, new_end):
+                return mm.brk, released  # would run into another mapping
+            mm.space.insert(Vma(old_end, new_end, v.PROT_READ | v.PROT_WRITE, name="[heap]"))
+        mm.brk = new_brk
+        mm.note_vm()
+        return mm.brk, released
+
+    # -- faults and page contents -------------------------------------------------------
+
+    def plan_access(self, proc: Process, addr: int, length: int, write: bool) -> AccessPlan:
+        """handle_mm_fault over a range, without changing anything."""
+        if length <= 0:
+            raise InvalidRequest(f"length {length} must be positive")
+        if addr < 0 or addr + length > self.profile.task_size:
+            raise InvalidRequest(
+                f"[{addr:#x}, {addr + length:#x}) is outside user space "
+                f"(TASK_SIZE {self.profile.task_size:#x})"
+            )
+        plan = AccessPlan(write)
+        mm = proc.mm
+        ptes = mm.pt.ptes
+        start = addr >> self.page_shift
+        end = (addr + length - 1 >> self.page_shift) + 1
+        vma: Vma | None = None
+        new_vpns: list[int] = []
+        for vpn in range(start, end):
+            if vma is None or not vma.start <= vpn < vma.end:
+                vma = mm.space.find(vpn)
+            at = max(addr, vpn << self.page_shift)
+            if vma is None:
+                plan.segfault = Segfault(at, "no mapping at this address")
+                break
+            if write and not vma.prot & v.PROT_WRITE:
+                plan.segfault = Segfault(at, f"write to a {vma.perms} mapping")
+                break
+            if not write and not vma.prot & (v.PROT_READ | v.PROT_WRITE):
+                plan.segfault = Segfault(at, f"read of a {vma.perms} mapping")
+                break
+            pte = ptes.get(vpn)
+            if pte is None:
+                plan.pages.append((vpn, NEW if write else ZERO))
+                new_vpns.append(vpn)
+            elif not write or pte & pt.PTE_WRITE:
+                plan.pages.append((vpn, HIT))
+            elif pte & pt.PTE_ZERO or (
+                self.mapcount.get(pt.pte_pfn(pte), 1) > 1 and not vma.shared
+            ):
+                plan.pages.append((vpn, COW))
+            else:
+                plan.pages.append((vpn, REUSE))
+        plan.tables = mm.pt.missing_tables(new_vpns)
+        return plan
+
+    def apply_access(
+        self, proc: Process, plan: AccessPlan, frames: list[int], tables: list[int]
+    ) -> Released:
+        """Carries out a plan with frames and table pages from the zone; gives
+        back what it did not need."""
+        mm = proc.mm
+        ptes = mm.pt.ptes
+        spare = list(reversed(frames))
+        for key, pfn in zip(plan.tables, tables, strict=True):
+            mm.pt.tables[key] = pfn
+        dirty = pt.PTE_DIRTY if plan.write else 0
+        minor = 0
+        for vpn, kind in plan.pages:
+            if kind == HIT:
+                ptes[vpn] |= pt.PTE_ACCESSED | dirty
+                continue
+            minor += 1
+            if kind == ZERO:
+                ptes[vpn] = pt.PTE_PRESENT | pt.PTE_ZERO | pt.PTE_ACCESSED
+                continue
+            old = ptes.get(vpn)
+            if (
+                kind == COW
+                and old is not None
+                and not old & pt.PTE_ZERO
+                and self.mapcount.get(pt.pte_pfn(old), 1) == 1
+            ):
+                kind = REUSE  # the other mappers went away meanwhile
+            if kind == REUSE:
+                assert old is not None
+                ptes[vpn] = old | pt.PTE_WRITE | pt.PTE_ACCESSED | pt.PTE_DIRTY
+                continue
+            pfn = spare.pop()
+            if kind == COW:
+                assert old is not None
+                if not old & pt.PTE_ZERO:
+                    source = self.data.get(pt.pte_pfn(old))
+                    if source is not None:
+                        self.data[pfn] = bytearray(source)
+                    self._put_frame(pt.pte_pfn(old))  # others still map it
+                else:
+                    mm.note_rss(1)  # a zero-page mapping becomes a page of its own
+            else:
+                mm.note_rss(1)
+            ptes[vpn] = pt.make_pte(
+                pfn, pt.PTE_PRESENT | pt.PTE_WRITE | pt.PTE_ACCESSED | pt.PTE_DIRTY
+            )
+        proc.minor_faults += minor
+        self.faults["minor"] += minor
+        proc.cpu_time_ms += len(plan.pages) // 256 + (1 if plan.pages else 0)
+        return Released(frames=spare)
+
+    def write_bytes(self, proc: Process, addr: int, payload: bytes) -> None:
+        """Copies bytes into pages that apply_access made present and writable."""
+        ptes = proc.mm.pt.ptes
+        offset = 0
+        while offset < len(payload):
+            vaddr = addr + offset
+            vpn, in_page = vaddr >> self.page_shift, vaddr & (self.page_size - 1)
+            chunk = min(len(payload) - offset, self.page_size - in_page)
+            pfn = pt.pte_pfn(ptes[vpn])
+            page = self.data.get(pfn)
+            if page is None:
+                page = self.data[pfn] = bytearray(self.page_size)
+            page[in_page : in_page + chunk] = payload[offset : offset + chunk]
+            offset += chunk
+
+    def read_bytes(self, proc: Process, addr: int, length: int) -> bytes:
+        ptes = proc.mm.pt.ptes
+        out = bytearray()
+        offset = 0
+        while offset < length:
+            vaddr = addr + offset
+            vpn, in_page = vaddr >> self.page_shift, vaddr & (self.page_size - 1)
+            chunk = min(length - offset, self.page_size - in_page)
+            pte = ptes[vpn]
+            page = None if pte & pt.PTE_ZERO else self.data.get(pt.pte_pfn(pte))
+            out += page[in_page : in_page + chunk] if page is not None else bytes(chunk)
+            offset += chunk
+        return bytes(out)
+
+    def note_protection_fault(self, proc: Process, fault: Segfault) -> None:
+        self.faults["protection"] += 1
+        proc.fault_address = fault.address
+
+    # -- fork, exit, kill ------------------------------------------------------------
+
+    def plan_fork(self, parent: Process) -> int:
+        """Table pages the child needs: as many as the parent has."""
+        return len(parent.mm.pt.tables)
+
+    def fork(self, parent: Process, name: str | None, tables: list[int]) -> Process:
+        """copy_mm: the child shares every frame; private writable ones become
+        copy-on-write in both (copy_one_pte)."""
+        child = self.create_process(
+            name or parent.name,
+            parent.uid,
+            parent.pid,
+            parent.nice,
+            set(parent.capabilities),
+            list(parent.nodes),
+            tables[:1],
+        )
+        mm, pmm = child.mm, parent.mm
+        mm.space = AddressSpace()
+        for area in pmm.space:
+            mm.space.insert(area)
+        mm.start_brk, mm.brk = pmm.start_brk, pmm.brk
+        for key, pfn in zip([k for k in pmm.pt.tables if k != (0, 0)], tables[1:], strict=True):
+            mm.pt.tables[key] = pfn
+        pptes, cptes = pmm.pt.ptes, mm.pt.ptes
+        vma: Vma | None = None
+        for vpn, pte in pptes.items():
+            if vma is None or not vma.start <= vpn < vma.end:
+                vma = pmm.space.find(vpn)
+            assert vma is not None
+            if not vma.shared:
+                pte &= ~pt.PTE_WRITE
+                pptes[vpn] = pte
+            cptes[vpn] = pte
+            if pte & pt.PTE_PRESENT and not pte & pt.PTE_ZERO:
+                pfn = pt.pte_pfn(pte)
+                self.mapcount[pfn] = self.mapcount.get(pfn, 1) + 1
+                mm.note_rss(1)
+        mm.note_vm()
+        return child
+
+    def exit(self, proc: Process, signal: int = 0) -> Released:
+        """exit_mm: every mapping and table page goes; the record stays, dead."""
+        mm = proc.mm
+        released = Released()
+        for vma in list(mm.space):
+            released.frames += self._drop_ptes(mm, vma.start, vma.end)
+        mm.space = AddressSpace()
+        released.tables += list(mm.pt.tables.values())
+        mm.pt.tables.clear()
+        proc.alive = False
+        proc.exit_signal = signal
+        for pid in proc.children:  # orphans go to init
+            child = self.processes.get(pid)
+            if child is not None and child.alive:
+                child.ppid = INIT_PID
+        return released
+
+    def kill(self, proc: Process, signal: int) -> Released:
+        if signal not in (SIGKILL, SIGSEGV):
+            raise InvalidRequest(f"signal {signal}: memsim delivers SIGKILL (9) and SIGSEGV (11)")
+        if proc.pid == INIT_PID:
+            raise InvalidRequest("init (pid 1) cannot be killed")
+        return self.exit(proc, signal)
+
+    def alive(self) -> list[Process]:
+        return [p for p in self.processes.values() if p.alive]
+
+    def vm_pte_pages(self, proc: Process) -> int:
+        return len(proc.mm.pt.tables)

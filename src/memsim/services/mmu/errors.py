@@ -1,0 +1,27 @@
+"""The MMU core's exceptions. The gRPC edge maps each to a status code."""
+
+from __future__ import annotations
+
+
+class MmuError(Exception):
+    """Base of every error the MMU core raises."""
+
+
+class InvalidRequest(MmuError):
+    """Bad address, length, protection bits or flags (EINVAL)."""
+
+
+class NoSuchProcess(MmuError):
+    """Unknown pid (ESRCH)."""
+
+
+class PermissionDenied(MmuError):
+    """Wrong token: the caller is not that process."""
+
+
+class ProcessDead(MmuError):
+    """The process has exited or was killed."""
+
+
+class NoMemory(MmuError):
+    """No room in the address space, or no frames to be had (ENOMEM)."""

@@ -1,0 +1,57 @@
+"""Processes (task_struct) and their memory (mm_struct)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from memsim.services.mmu.pagetable import PageTable
+from memsim.services.mmu.vma import AddressSpace
+
+SIGKILL = 9
+SIGSEGV = 11
+SIGNALS = {"SIGKILL": SIGKILL, "SIGSEGV": SIGSEGV, "KILL": SIGKILL, "SEGV": SIGSEGV}
+CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_IPC_LOCK")
+
+
+@dataclass
+class Mm:
+    space: AddressSpace
+    pt: PageTable
+    start_brk: int  # page numbers
+    brk: int  # bytes: the break itself need not be page aligned
+    rss: int = 0  # anon_rss: pages with a frame of their own
+    hiwater_rss: int = 0
+    hiwater_vm: int = 0
+
+    def note_rss(self, delta: int) -> None:
+        self.rss += delta
+        self.hiwater_rss = max(self.hiwater_rss, self.rss)
+
+    def note_vm(self) -> None:
+        self.hiwater_vm = max(self.hiwater_vm, self.space.total_pages)
+
+
+@dataclass
+class Process:
+    pid: int
+    token: str
+    name: str
+    uid: int
+    ppid: int
+    nice: int
+    capabilities: frozenset[str]
+    nodes: tuple[int, ...]
+    mm: Mm
+    start_time_ms: int
+    cpu_time_ms: int = 0
+    alive: bool = True
+    # The signal that ended it (0: exited by itself), and where a SIGSEGV hit.
+    exit_signal: int = 0
+    fault_address: int | None = None
+    minor_faults: int = 0
+    major_faults: int = 0
+    children: list[int] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return "R" if self.alive else "X"

@@ -1,0 +1,226 @@
+"""The MMU service's gRPC edge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from memsim.mmu.v1 import mmu_pb2 as pb
+from memsim.mmu.v1 import mmu_pb2_grpc
+from memsim.runtime.channel import open_channel
+from memsim.runtime.errors import translate_errors
+from memsim.runtime.server import Service
+from memsim.services.mmu.config import MmuConfig
+from memsim.services.mmu.core import Mmu
+from memsim.services.mmu.errors import (
+    InvalidRequest,
+    NoMemory,
+    NoSuchProcess,
+    PermissionDenied,
+    ProcessDead,
+)
+from memsim.services.mmu.metrics import MmuCollector
+from memsim.services.mmu.process import Process
+from memsim.services.mmu.service import AccessResult, MmuService
+from memsim.services.mmu.vma import PROT_EXEC, PROT_WRITE
+from memsim.services.mmu.zone_port import GrpcZone, ZonePort
+from memsim.services.zone.client import ZoneClient
+
+STATUS: dict[type[Exception], grpc.StatusCode] = {
+    InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    NoSuchProcess: grpc.StatusCode.NOT_FOUND,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    ProcessDead: grpc.StatusCode.FAILED_PRECONDITION,
+    NoMemory: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+translate = translate_errors(STATUS)
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def access_message(result: AccessResult) -> pb.AccessResponse:
+    response = pb.AccessResponse(minor_faults=result.minor_faults, major_faults=result.major_faults)
+    if result.segfault is not None:
+        response.signal = 11
+        response.fault_address = result.segfault.address
+        response.fault_reason = result.segfault.reason
+    return response
+
+
+def process_info(mmu: Mmu, proc: Process) -> pb.ProcessInfo:
+    mm = proc.mm
+    shift = mmu.page_shift
+    vmas = list(mm.space)
+    return pb.ProcessInfo(
+        pid=proc.pid,
+        ppid=proc.ppid,
+        name=proc.name,
+        uid=proc.uid,
+        nice=proc.nice,
+        state=proc.state,
+        exit_signal=proc.exit_signal,
+        vm_size_pages=mm.space.total_pages,
+        vm_peak_pages=mm.hiwater_vm,
+        rss_pages=mm.rss,
+        hiwater_rss_pages=mm.hiwater_rss,
+        # VmData: private writable memory other than the stack; VmExe: the image.
+        data_pages=sum(
+            a.pages for a in vmas if a.prot & PROT_WRITE and not a.shared and not a.growsdown
+        ),
+        stack_pages=sum(a.pages for a in vmas if a.growsdown),
+        exe_pages=sum(a.pages for a in vmas if a.prot & PROT_EXEC and a.name == proc.name),
+        pte_pages=len(mm.pt.tables),
+        minor_faults=proc.minor_faults,
+        major_faults=proc.major_faults,
+        start_time_ms=proc.start_time_ms,
+        cpu_time_ms=proc.cpu_time_ms,
+        capabilities=sorted(proc.capabilities),
+        nodes=list(proc.nodes),
+        brk=mm.brk,
+        vmas=[
+            pb.Vma(start=a.start << shift, end=a.end << shift, perms=a.perms, name=a.name)
+            for a in vmas
+        ],
+    )
+
+
+class MmuServicer(mmu_pb2_grpc.MmuServicer):
+    def __init__(self, service: MmuService) -> None:
+        self.service = service
+        self.mmu = service.mmu
+
+    @translate
+    async def CreateProcess(
+        self, request: pb.CreateProcessRequest, context: Context
+    ) -> pb.CreateProcessResponse:
+        proc = await self.service.create_process(
+            request.name,
+            request.uid,
+            request.parent_pid,
+            request.nice,
+            set(request.capabilities),
+            list(request.nodes),
+        )
+        return pb.CreateProcessResponse(pid=proc.pid, token=proc.token)
+
+    @translate
+    async def Fork(self, request: pb.ForkRequest, context: Context) -> pb.CreateProcessResponse:
+        child = await self.service.fork(request.caller.pid, request.caller.token, request.name)
+        return pb.CreateProcessResponse(pid=child.pid, token=child.token)
+
+    @translate
+    async def Exit(self, request: pb.ExitRequest, context: Context) -> pb.ExitResponse:
+        freed = await self.service.exit(request.caller.pid, request.caller.token)
+        return pb.ExitResponse(freed_pages=freed)
+
+    @translate
+    async def Kill(self, request: pb.KillRequest, context: Context) -> pb.ExitResponse:
+        freed = await self.service.exit(request.pid, None, request.signal or 9)
+        return pb.ExitResponse(freed_pages=freed)
+
+    @translate
+    async def Mmap(self, request: pb.MmapRequest, context: Context) -> pb.MmapResponse:
+        address = await self.service.mmap(
+            request.caller.pid,
+            request.caller.token,
+            request.address,
+            request.length_bytes,
+            request.prot,
+            request.flags,
+        )
+        return pb.MmapResponse(address=address)
+
+    @translate
+    async def Munmap(self, request: pb.MunmapRequest, context: Context) -> pb.MunmapResponse:
+        freed = await self.service.munmap(
+            request.caller.pid, request.caller.token, request.address, request.length_bytes
+        )
+        return pb.MunmapResponse(freed_pages=freed)
+
+    @translate
+    async def Mprotect(self, request: pb.MprotectRequest, context: Context) -> pb.MprotectResponse:
+        await self.service.mprotect(
+            request.caller.pid,
+            request.caller.token,
+            request.address,
+            request.length_bytes,
+            request.prot,
+        )
+        return pb.MprotectResponse()
+
+    @translate
+    async def Brk(self, request: pb.BrkRequest, context: Context) -> pb.BrkResponse:
+        brk = await self.service.brk(request.caller.pid, request.caller.token, request.address)
+        return pb.BrkResponse(address=brk)
+
+    @translate
+    async def Touch(self, request: pb.TouchRequest, context: Context) -> pb.AccessResponse:
+        result = await self.service.touch(
+            request.caller.pid,
+            request.caller.token,
+            request.address,
+            request.length_bytes,
+            not request.read_only,
+        )
+        return access_message(result)
+
+    @translate
+    async def Write(self, request: pb.WriteRequest, context: Context) -> pb.AccessResponse:
+        result = await self.service.write(
+            request.caller.pid, request.caller.token, request.address, request.data
+        )
+        return access_message(result)
+
+    @translate
+    async def Read(self, request: pb.ReadRequest, context: Context) -> pb.ReadResponse:
+        result = await self.service.read(
+            request.caller.pid, request.caller.token, request.address, request.length_bytes
+        )
+        return pb.ReadResponse(data=result.data, access=access_message(result))
+
+    @translate
+    async def ListProcesses(
+        self, request: pb.ListProcessesRequest, context: Context
+    ) -> pb.ListProcessesResponse:
+        procs = self.mmu.processes.values() if request.all else self.mmu.alive()
+        return pb.ListProcessesResponse(
+            processes=[process_info(self.mmu, p) for p in procs], page_size_bytes=self.mmu.page_size
+        )
+
+    @translate
+    async def GetProcess(self, request: pb.GetProcessRequest, context: Context) -> pb.ProcessInfo:
+        return process_info(self.mmu, self.mmu.process(request.pid, alive=False))
+
+
+def mmu_service(config: MmuConfig | None = None, zone: ZonePort | None = None) -> Service:
+    """The MMU service; with no zone given it dials the zone service at start."""
+    config = config or MmuConfig.from_env()
+    mmu = Mmu(config.profile, config.seed)
+    channels: list[grpc.aio.Channel] = []
+    servicer = MmuServicer(MmuService(mmu, zone or _unconnected()))
+
+    async def on_start() -> None:
+        if zone is None:  # a channel belongs to the loop the server runs on
+            channels.append(open_channel(config.zone_address))
+            servicer.service.zone = GrpcZone(ZoneClient(channels[0]))
+        await servicer.service.boot()
+
+    async def on_stop() -> None:
+        for channel in channels:
+            await channel.close(None)
+
+    return Service(
+        name="mmu",
+        service_names=[pb.DESCRIPTOR.services_by_name["Mmu"].full_name],
+        add_to_server=lambda server: mmu_pb2_grpc.add_MmuServicer_to_server(servicer, server),
+        collectors=[MmuCollector(mmu)],
+        on_start=on_start,
+        on_stop=on_stop,
+    )
+
+
+def _unconnected() -> ZonePort:
+    from memsim.services.zone.ports import NotConnected
+
+    port: ZonePort = NotConnected()  # type: ignore[assignment]
+    return port

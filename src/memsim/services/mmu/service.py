@@ -1,0 +1,167 @@
+"""The MMU's service layer: every operation that needs frames plans in the
+core, gets them from the zone in batch calls, applies, and gives back what
+was freed. A lock per process plays mmap_sem: calls on one process run one at
+a time, calls on different processes interleave at their zone calls."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from dataclasses import dataclass
+
+from memsim.services.mmu.core import AccessPlan, Mmu, Released, Segfault
+from memsim.services.mmu.errors import InvalidRequest, NoMemory
+from memsim.services.mmu.process import SIGSEGV, Process
+from memsim.services.mmu.vma import MAP_POPULATE, PROT_WRITE
+from memsim.services.mmu.zone_port import ZonePort
+from memsim.services.zone.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL
+
+# Reads and writes travel in one gRPC message.
+MAX_IO_BYTES = 1 << 22
+
+
+@dataclass
+class AccessResult:
+    minor_faults: int = 0
+    major_faults: int = 0
+    segfault: Segfault | None = None
+    data: bytes = b""
+
+
+class MmuService:
+    def __init__(self, mmu: Mmu, zone: ZonePort) -> None:
+        self.mmu = mmu
+        self.zone = zone
+        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def cpu_of(self, proc: Process) -> int:
+        """The simulated CPU a process runs on: one of its allowed nodes'."""
+        profile = self.mmu.profile
+        node = proc.nodes[proc.pid % len(proc.nodes)]
+        cpus = profile.node_cpus(node)
+        return cpus[proc.pid % len(cpus)]
+
+    async def _frames(self, gfp_mask: int, count: int, cpu: int) -> list[int]:
+        return await self.zone.alloc(gfp_mask, count, cpu) if count else []
+
+    async def _give_back(self, released: Released, cpu: int) -> int:
+        pages = released.frames + released.tables
+        await self.zone.free(pages, cpu)
+        return len(pages)
+
+    async def boot(self) -> Process:
+        """init, pid 1."""
+        return await self.create_process("init", 0, 0, 0, set(), [])
+
+    async def create_process(
+        self, name: str, uid: int, parent: int, nice: int, capabilities: set[str], nodes: list[int]
+    ) -> Process:
+        cpu = 0
+        pgd = await self._frames(GFP_KERNEL, self.mmu.plan_create(), cpu)
+        try:
+            return self.mmu.create_process(name, uid, parent or 1, nice, capabilities, nodes, pgd)
+        except BaseException:
+            await self.zone.free(pgd, cpu)
+            raise
+
+    async def fork(self, pid: int, token: str, name: str) -> Process:
+        async with self._locks[pid]:
+            parent = self.mmu.process(pid, token)
+            cpu = self.cpu_of(parent)
+            tables = await self._frames(GFP_KERNEL, self.mmu.plan_fork(parent), cpu)
+            try:
+                return self.mmu.fork(parent, name or None, tables)
+            except BaseException:
+                await self.zone.free(tables, cpu)
+                raise
+
+    async def exit(self, pid: int, token: str | None, signal: int = 0) -> int:
+        async with self._locks[pid]:
+            proc = self.mmu.process(pid, token)
+            released = self.mmu.kill(proc, signal) if signal else self.mmu.exit(proc)
+            return await self._give_back(released, self.cpu_of(proc))
+
+    async def mmap(
+        self, pid: int, token: str, addr: int, length: int, prot: int, flags: int
+    ) -> int:
+        async with self._locks[pid]:
+            proc = self.mmu.process(pid, token)
+            address, released = self.mmu.mmap(proc, addr, length, prot, flags)
+            await self._give_back(released, self.cpu_of(proc))
+            if flags & MAP_POPULATE:  # fault it all in now, as make_pages_present
+                with contextlib.suppress(NoMemory):  # best effort: the mapping stays
+                    await self._access(proc, address, length, bool(prot & PROT_WRITE))
+            return address
+
+    async def munmap(self, pid: int, token: str, addr: int, length: int) -> int:
+        async with self._locks[pid]:
+            proc = self.mmu.process(pid, token)
+            released = self.mmu.munmap(proc, addr, length)
+            return await self._give_back(released, self.cpu_of(proc))
+
+    async def mprotect(self, pid: int, token: str, addr: int, length: int, prot: int) -> None:
+        async with self._locks[pid]:
+            self.mmu.mprotect(self.mmu.process(pid, token), addr, length, prot)
+
+    async def brk(self, pid: int, token: str, addr: int) -> int:
+        async with self._locks[pid]:
+            proc = self.mmu.process(pid, token)
+            if addr == 0:
+                return proc.mm.brk
+            new_brk, released = self.mmu.brk(proc, addr)
+            await self._give_back(released, self.cpu_of(proc))
+            return new_brk
+
+    async def touch(
+        self, pid: int, token: str, addr: int, length: int, write: bool
+    ) -> AccessResult:
+        async with self._locks[pid]:
+            return await self._access(self.mmu.process(pid, token), addr, length, write)
+
+    async def write(self, pid: int, token: str, addr: int, payload: bytes) -> AccessResult:
+        if not payload:
+            raise InvalidRequest("write: no data")
+        if len(payload) > MAX_IO_BYTES:
+            raise InvalidRequest(f"write: {len(payload)} bytes is more than {MAX_IO_BYTES}")
+        async with self._locks[pid]:
+            proc = self.mmu.process(pid, token)
+            return await self._access(proc, addr, len(payload), True, payload)
+
+    async def read(self, pid: int, token: str, addr: int, length: int) -> AccessResult:
+        if length > MAX_IO_BYTES:
+            raise InvalidRequest(f"read: {length} bytes is more than {MAX_IO_BYTES}")
+        async with self._locks[pid]:
+            proc = self.mmu.process(pid, token)
+            return await self._access(proc, addr, length, False, read=True)
+
+    async def _access(
+        self,
+        proc: Process,
+        addr: int,
+        length: int,
+        write: bool,
+        payload: bytes | None = None,
+        read: bool = False,
+    ) -> AccessResult:
+        plan: AccessPlan = self.mmu.plan_access(proc, addr, length, write)
+        cpu = self.cpu_of(proc)
+        tables = await self._frames(GFP_KERNEL, len(plan.tables), cpu)
+        try:
+            frames = await self._frames(GFP_HIGHUSER_MOVABLE, plan.frames_needed, cpu)
+        except BaseException:
+            await self.zone.free(tables, cpu)
+            raise
+        released = self.mmu.apply_access(proc, plan, frames, tables)
+        await self._give_back(released, cpu)
+        result = AccessResult(minor_faults=sum(1 for _, k in plan.pages if k != "hit"))
+        done = length if plan.segfault is None else plan.segfault.address - addr
+        if payload is not None and done > 0:
+            self.mmu.write_bytes(proc, addr, payload[:done])
+        if read and done > 0:
+            result.data = self.mmu.read_bytes(proc, addr, done)
+        if plan.segfault is not None:  # the kernel sends SIGSEGV: the process dies
+            result.segfault = plan.segfault
+            self.mmu.note_protection_fault(proc, plan.segfault)
+            await self._give_back(self.mmu.exit(proc, SIGSEGV), cpu)
+        return result

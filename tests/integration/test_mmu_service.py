@@ -1,0 +1,262 @@
+"""The MMU service over gRPC on a real zone and buddy: processes, memory,
+copy-on-write, protection faults, and every bad input's status."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+import pytest_asyncio
+
+from memsim.mmu.v1 import mmu_pb2 as pb
+from memsim.mmu.v1 import mmu_pb2_grpc
+from memsim.profiles.loader import load_profile
+from memsim.runtime.channel import open_channel
+from memsim.runtime.server import start_server
+from memsim.services.mmu.config import MmuConfig
+from memsim.services.mmu.server import mmu_service
+from memsim.services.zone.client import ZoneClient
+from memsim.services.zone.config import ZoneConfig
+from memsim.services.zone.server import zone_service
+from tests.integration.conftest import BuddyHarness
+
+if TYPE_CHECKING:
+    from memsim.mmu.v1.mmu_pb2_grpc import MmuAsyncStub
+
+PAGE = 4096
+RW = 0x3
+PRIVATE_ANON = 0x02 | 0x20
+SHARED_ANON = 0x01 | 0x20
+
+
+@dataclass
+class Machine:
+    mmu: MmuAsyncStub
+    zone: ZoneClient
+    buddy: BuddyHarness
+
+
+@pytest_asyncio.fixture
+async def machine(buddy: BuddyHarness) -> AsyncIterator[Machine]:
+    profile = load_profile("x86_32", mem="64M")
+    zone = await start_server(
+        zone_service(ZoneConfig(profile, buddy.running.address)), "127.0.0.1:0", None
+    )
+    mmu = await start_server(mmu_service(MmuConfig(profile, zone.address)), "127.0.0.1:0", None)
+    zone_channel, mmu_channel = open_channel(zone.address), open_channel(mmu.address)
+    try:
+        yield Machine(mmu_pb2_grpc.MmuStub(mmu_channel), ZoneClient(zone_channel), buddy)
+    finally:
+        await mmu_channel.close(None)
+        await zone_channel.close(None)
+        await mmu.stop(0)
+        await zone.stop(0)
+
+
+async def spawn(m: Machine, name: str = "app") -> pb.Caller:
+    created = await m.mmu.CreateProcess(pb.CreateProcessRequest(name=name, uid=1000))
+    return pb.Caller(pid=created.pid, token=created.token)
+
+
+async def mmap(
+    m: Machine,
+    caller: pb.Caller,
+    length: int,
+    prot: int = RW,
+    flags: int = PRIVATE_ANON,
+    address: int = 0,
+) -> int:
+    response = await m.mmu.Mmap(
+        pb.MmapRequest(caller=caller, address=address, length_bytes=length, prot=prot, flags=flags)
+    )
+    return response.address
+
+
+async def read(m: Machine, caller: pb.Caller, address: int, length: int) -> bytes:
+    response = await m.mmu.Read(pb.ReadRequest(caller=caller, address=address, length_bytes=length))
+    return response.data
+
+
+async def buddy_state(m: Machine) -> list[list[int]]:
+    await m.zone.drain()
+    return [list(a.nr_free) for a in await m.buddy.client.buddyinfo()]
+
+
+async def test_write_read_fork_cow_and_exit_give_every_page_back(machine: Machine) -> None:
+    m = machine
+    boot = await buddy_state(m)  # init exists: its pgd is allocated
+    parent = await spawn(m)
+    address = await mmap(m, parent, 3 * PAGE)
+    # Untouched memory reads as zeros (the zero page: no frame).
+    assert await read(m, parent, address, 16) == bytes(16)
+    wrote = await m.mmu.Write(
+        pb.WriteRequest(caller=parent, address=address + PAGE - 3, data=b"across pages")
+    )
+    assert wrote.signal == 0
+    assert wrote.minor_faults == 2
+    assert await read(m, parent, address + PAGE - 3, 12) == b"across pages"
+    forked = await m.mmu.Fork(pb.ForkRequest(caller=parent))
+    child = pb.Caller(pid=forked.pid, token=forked.token)
+    assert await read(m, child, address + PAGE - 3, 12) == b"across pages"
+    await m.mmu.Write(pb.WriteRequest(caller=child, address=address + PAGE - 3, data=b"CHILD"))
+    # Copy-on-write: each sees its own bytes from now on.
+    assert await read(m, child, address + PAGE - 3, 12) == b"CHILDs pages"
+    assert await read(m, parent, address + PAGE - 3, 12) == b"across pages"
+    info = await m.mmu.GetProcess(pb.GetProcessRequest(pid=parent.pid))
+    assert info.rss_pages == 2
+    assert info.pte_pages == 2  # pgd and one pte page
+    for caller in (child, parent):
+        assert (await m.mmu.Exit(pb.ExitRequest(caller=caller))).freed_pages > 0
+    assert await buddy_state(m) == boot
+
+
+async def test_shared_mappings_stay_shared_across_fork(machine: Machine) -> None:
+    m = machine
+    parent = await spawn(m)
+    address = await mmap(m, parent, PAGE, flags=SHARED_ANON)
+    await m.mmu.Touch(pb.TouchRequest(caller=parent, address=address, length_bytes=PAGE))
+    forked = await m.mmu.Fork(pb.ForkRequest(caller=parent))
+    child = pb.Caller(pid=forked.pid, token=forked.token)
+    await m.mmu.Write(pb.WriteRequest(caller=child, address=address, data=b"from the child"))
+    assert await read(m, parent, address, 14) == b"from the child"
+
+
+async def test_a_protection_fault_kills_with_sigsegv(machine: Machine) -> None:
+    m = machine
+    caller = await spawn(m)
+    address = await mmap(m, caller, 2 * PAGE, prot=0x1)
+    touched = await m.mmu.Touch(
+        pb.TouchRequest(caller=caller, address=address + 100, length_bytes=10)
+    )
+    assert touched.signal == 11
+    assert touched.fault_address == address + 100
+    assert "write to a r--p mapping" in touched.fault_reason
+    info = await m.mmu.GetProcess(pb.GetProcessRequest(pid=caller.pid))
+    assert (info.state, info.exit_signal, info.rss_pages) == ("X", 11, 0)
+    with pytest.raises(grpc.aio.AioRpcError) as dead:
+        await read(m, caller, address, 1)
+    assert dead.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "killed by signal 11" in str(dead.value.details())
+
+
+async def test_munmap_of_a_middle_splits_and_brk_grows_the_heap(machine: Machine) -> None:
+    m = machine
+    caller = await spawn(m)
+    address = await mmap(m, caller, 3 * PAGE)
+    await m.mmu.Munmap(pb.MunmapRequest(caller=caller, address=address + PAGE, length_bytes=PAGE))
+    info = await m.mmu.GetProcess(pb.GetProcessRequest(pid=caller.pid))
+    anon = [(v.start, v.end) for v in info.vmas if v.name == ""]
+    assert anon == [(address, address + PAGE), (address + 2 * PAGE, address + 3 * PAGE)]
+    touched = await m.mmu.Touch(
+        pb.TouchRequest(caller=caller, address=address + PAGE, length_bytes=1)
+    )
+    assert touched.signal == 11  # the hole is no longer mapped
+    other = await spawn(m, "heap")
+    start = (await m.mmu.Brk(pb.BrkRequest(caller=other))).address
+    grown = (await m.mmu.Brk(pb.BrkRequest(caller=other, address=start + 10_000))).address
+    assert grown == start + 10_000
+    heap = [
+        v
+        for v in (await m.mmu.GetProcess(pb.GetProcessRequest(pid=other.pid))).vmas
+        if v.name == "[heap]"
+    ]
+    assert [(h.start, h.end) for h in heap] == [(start, start + 3 * PAGE)]
+
+
+async def status_of(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await call
+    return info.value.code(), str(info.value.details())
+
+
+async def test_bad_input_gets_a_clear_status_and_changes_nothing(machine: Machine) -> None:
+    m = machine
+    caller = await spawn(m)
+    address = await mmap(m, caller, PAGE)
+    before = await m.mmu.GetProcess(pb.GetProcessRequest(pid=caller.pid))
+    wrong = pb.Caller(pid=caller.pid, token="not-it")
+    nobody = pb.Caller(pid=999, token=caller.token)
+    cases: list[tuple[Awaitable[Any], grpc.StatusCode, str]] = [
+        (
+            m.mmu.Mmap(
+                pb.MmapRequest(caller=wrong, length_bytes=PAGE, prot=RW, flags=PRIVATE_ANON)
+            ),
+            grpc.StatusCode.PERMISSION_DENIED,
+            "wrong token",
+        ),
+        (
+            m.mmu.Read(pb.ReadRequest(caller=nobody, address=address, length_bytes=1)),
+            grpc.StatusCode.NOT_FOUND,
+            "no process with pid 999",
+        ),
+        (
+            m.mmu.Munmap(pb.MunmapRequest(caller=caller, address=address + 1, length_bytes=PAGE)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "not page aligned",
+        ),
+        (
+            m.mmu.Munmap(pb.MunmapRequest(caller=caller, address=address, length_bytes=0)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "length 0 must be positive",
+        ),
+        (
+            m.mmu.Mmap(
+                pb.MmapRequest(caller=caller, length_bytes=-PAGE, prot=RW, flags=PRIVATE_ANON)
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "length -4096",
+        ),
+        (
+            m.mmu.Mmap(
+                pb.MmapRequest(caller=caller, length_bytes=PAGE, prot=0x80, flags=PRIVATE_ANON)
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown protection bits 0x80",
+        ),
+        (
+            m.mmu.Mmap(
+                pb.MmapRequest(
+                    caller=caller,
+                    address=0xBFFFF000,
+                    length_bytes=2 * PAGE,
+                    prot=RW,
+                    flags=PRIVATE_ANON | 0x10,
+                )
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "past TASK_SIZE",
+        ),
+        (
+            m.mmu.Mprotect(
+                pb.MprotectRequest(
+                    caller=caller, address=address + 64 * PAGE, length_bytes=PAGE, prot=0x1
+                )
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "not all mapped",
+        ),
+        (
+            m.mmu.Read(pb.ReadRequest(caller=caller, address=address, length_bytes=0)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "length 0",
+        ),
+        (
+            m.mmu.Kill(pb.KillRequest(pid=1, signal=9)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "init (pid 1) cannot be killed",
+        ),
+        (
+            m.mmu.CreateProcess(pb.CreateProcessRequest(name="x", capabilities=["CAP_NOPE"])),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "unknown capabilities",
+        ),
+    ]
+    for call, code, message in cases:
+        got_code, details = await status_of(call)
+        assert got_code is code, details
+        assert message in details
+    after = await m.mmu.GetProcess(pb.GetProcessRequest(pid=caller.pid))
+    assert after == before
