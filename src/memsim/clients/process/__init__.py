@@ -1,0 +1,1 @@
+"""A client library that plays a user process."""
