@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -40,12 +41,14 @@ class Machine:
 
 
 @pytest_asyncio.fixture
-async def machine(buddy: BuddyHarness) -> AsyncIterator[Machine]:
+async def machine(buddy: BuddyHarness, tmp_path: Path) -> AsyncIterator[Machine]:
+    """x86_32 with 64 MiB of RAM and 32 MiB of swap."""
     profile = load_profile("x86_32", mem="64M")
     zone = await start_server(
         zone_service(ZoneConfig(profile, buddy.running.address)), "127.0.0.1:0", None
     )
-    mmu = await start_server(mmu_service(MmuConfig(profile, zone.address)), "127.0.0.1:0", None)
+    config = MmuConfig(profile, zone.address, swap_bytes=32 << 20, data_dir=tmp_path)
+    mmu = await start_server(mmu_service(config), "127.0.0.1:0", None)
     zone_channel, mmu_channel = open_channel(zone.address), open_channel(mmu.address)
     try:
         yield Machine(mmu_pb2_grpc.MmuStub(mmu_channel), ZoneClient(zone_channel), buddy)
@@ -260,3 +263,32 @@ async def test_bad_input_gets_a_clear_status_and_changes_nothing(machine: Machin
         assert message in details
     after = await m.mmu.GetProcess(pb.GetProcessRequest(pid=caller.pid))
     assert after == before
+
+
+async def test_memory_pressure_swaps_a_pattern_out_and_it_reads_back(machine: Machine) -> None:
+    m = machine
+    boot = await buddy_state(m)
+    owner = await spawn(m, "owner")
+    address = await mmap(m, owner, 2 << 20)
+    pattern = bytes(range(256)) * (8 << 10)  # 2 MiB
+    await m.mmu.Write(pb.WriteRequest(caller=owner, address=address, data=pattern))
+    hog = await spawn(m, "hog")
+    big = await mmap(m, hog, 60 << 20)
+    touched = 0
+    for offset in range(0, 60 << 20, 1 << 20):  # 60 MiB on a 64 MiB machine
+        await m.mmu.Touch(pb.TouchRequest(caller=hog, address=big + offset, length_bytes=1 << 20))
+        touched += 1 << 20
+    assert touched == 60 << 20  # more than RAM: the rest went to swap
+    stats = await m.mmu.GetStats(pb.GetStatsRequest())
+    assert stats.pswpout > 0
+    assert stats.swap_free_pages < stats.swap_total_pages
+    swapped = (await m.mmu.GetProcess(pb.GetProcessRequest(pid=owner.pid))).swap_pages
+    assert swapped > 0
+    got = await m.mmu.Read(pb.ReadRequest(caller=owner, address=address, length_bytes=len(pattern)))
+    assert got.data == pattern
+    assert got.access.major_faults == swapped
+    for caller in (hog, owner):
+        await m.mmu.Exit(pb.ExitRequest(caller=caller))
+    stats = await m.mmu.GetStats(pb.GetStatsRequest())
+    assert stats.swap_free_pages == stats.swap_total_pages
+    assert await buddy_state(m) == boot

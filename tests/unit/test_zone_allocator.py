@@ -16,6 +16,7 @@ from memsim.services.zone import gfp as g
 from memsim.services.zone.allocator import ZoneAllocator
 from memsim.services.zone.errors import BadFree, InvalidRequest, OutOfMemory
 from memsim.services.zone.machine import Machine, Zone
+from memsim.services.zone.ports import ShrinkResult
 
 Booted = tuple[ZoneAllocator, LocalBuddy]
 
@@ -288,13 +289,13 @@ class Holder:
 
     async def shrink_zone(
         self, node: int, zone: str, nr_to_reclaim: int, gfp_mask: int, priority: int, kswapd: bool
-    ) -> tuple[int, int]:
+    ) -> ShrinkResult:
         self.asked.append((zone, nr_to_reclaim, kswapd))
         give = self.pages[:nr_to_reclaim]
         del self.pages[:nr_to_reclaim]
         if give:
             await self.allocator.free_pages([(p, 0) for p in give], cpu=0)
-        return 2 * len(give), len(give)
+        return ShrinkResult(2 * len(give), len(give))
 
 
 async def wait_for(check: Callable[[], bool], seconds: float = 2.0) -> None:

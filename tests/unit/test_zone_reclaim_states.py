@@ -17,6 +17,7 @@ from memsim.services.zone import gfp as g
 from memsim.services.zone.allocator import ZoneAllocator
 from memsim.services.zone.errors import OutOfMemory
 from memsim.services.zone.machine import DEF_PRIORITY, Machine
+from memsim.services.zone.ports import ShrinkResult
 
 
 @pytest_asyncio.fixture
@@ -57,14 +58,14 @@ class Recorder:
 
     async def shrink_zone(
         self, node: int, zone: str, nr_to_reclaim: int, gfp_mask: int, priority: int, kswapd: bool
-    ) -> tuple[int, int]:
+    ) -> ShrinkResult:
         self.calls.append((priority, kswapd))
         if asyncio.get_running_loop().time() < self.release_at:
-            return self.scanned, 0
+            return ShrinkResult(self.scanned, 0)
         give, self.pages = self.pages[:nr_to_reclaim], self.pages[nr_to_reclaim:]
         if give:
             await self.allocator.free_pages([(pfn, 0) for pfn in give], cpu=0)
-        return self.scanned + len(give), len(give)
+        return ShrinkResult(self.scanned + len(give), len(give))
 
 
 async def test_numa_allocations_that_leave_their_node_are_misses_and_foreign() -> None:

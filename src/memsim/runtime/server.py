@@ -40,9 +40,9 @@ class Service:
     service_names: Sequence[str]
     add_to_server: Callable[[grpc.aio.Server], None]
     collectors: Sequence[Collector] = field(default_factory=tuple)
-    # Run on the server's loop: after binding and before SERVING, and after
-    # the last call on shutdown (open channels, boot, start background tasks).
-    on_start: Callable[[], Awaitable[None]] | None = None
+    # Run on the server's loop: on_start after binding (given the bound
+    # address) and before SERVING, on_stop after the last call on shutdown.
+    on_start: Callable[[str], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
 
 
@@ -93,7 +93,7 @@ async def start_server(
     host = listen.rpartition(":")[0]
     await server.start()
     if service.on_start:
-        await service.on_start()
+        await service.on_start(f"{host}:{port}")
     for name in ("", *service.service_names):
         await health_servicer.set(name, SERVING)
     endpoint = None

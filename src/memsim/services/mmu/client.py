@@ -41,3 +41,6 @@ class MmuClient:
 
     async def process(self, pid: int) -> pb.ProcessInfo:
         return await self.stub.GetProcess(pb.GetProcessRequest(pid=pid))
+
+    async def stats(self) -> pb.MmuStats:
+        return await self.stub.GetStats(pb.GetStatsRequest())

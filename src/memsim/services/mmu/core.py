@@ -23,9 +23,12 @@ from memsim.services.mmu.errors import (
     PermissionDenied,
     ProcessDead,
 )
+from memsim.services.mmu.lru import ZoneLru, owner, owner_pid, owner_vpn
 from memsim.services.mmu.pagetable import PageTable
 from memsim.services.mmu.process import CAPABILITIES, SIGKILL, SIGSEGV, Mm, Process
+from memsim.services.mmu.swap import SwapArea
 from memsim.services.mmu.vma import AddressSpace, Vma
+from memsim.services.zone.machine import Machine
 
 # The stack every process starts with, and the gap mmap leaves below it
 # (mmap_base: TASK_SIZE less the stack rlimit, at least 128 MiB).
@@ -36,7 +39,8 @@ EXE_DATA_PAGES = 2
 INIT_PID = 1
 
 # What a planned page needs.
-NEW, ZERO, COW, REUSE, HIT = "new", "zero", "cow", "reuse", "hit"
+NEW, ZERO, COW, REUSE, HIT, SWAPIN = "new", "zero", "cow", "reuse", "hit", "swapin"
+DEF_PRIORITY = 12
 
 
 @dataclass
@@ -56,23 +60,40 @@ class AccessPlan:
 
     @property
     def frames_needed(self) -> int:
-        return sum(1 for _, kind in self.pages if kind in (NEW, COW))
+        return sum(1 for _, kind in self.pages if kind in (NEW, COW, SWAPIN))
+
+    def swap_slots(self, ptes: dict[int, int]) -> dict[int, int]:
+        """vpn -> swap slot of every page this plan swaps in."""
+        return {vpn: pt.pte_pfn(ptes[vpn]) for vpn, kind in self.pages if kind == SWAPIN}
 
 
 @dataclass
 class Released:
-    """Frames and page-table pages to give back to the zone."""
+    """Frames and page-table pages to give back to the zone, and swap slots
+    whose contents are no longer wanted."""
 
     frames: list[int] = field(default_factory=list)
     tables: list[int] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
 
     def extend(self, other: Released) -> None:
         self.frames += other.frames
         self.tables += other.tables
+        self.slots += other.slots
+
+
+@dataclass
+class Reclaimed:
+    """What shrink_zone did: pages scanned and freed, and the bytes of every
+    page it swapped out, which must reach the swap file before the frames go."""
+
+    scanned: int = 0
+    frames: list[int] = field(default_factory=list)
+    swapped: list[tuple[int, bytearray | None]] = field(default_factory=list)
 
 
 class Mmu:
-    def __init__(self, profile: MachineProfile, seed: int = 0) -> None:
+    def __init__(self, profile: MachineProfile, seed: int = 0, swap_pages: int = 0) -> None:
         self.profile = profile
         self.page_size = profile.page_size
         self.page_shift = profile.page_size.bit_length() - 1
@@ -82,9 +103,13 @@ class Mmu:
         self.processes: dict[int, Process] = {}
         self.next_pid = INIT_PID
         self._rng = random.Random(seed)
-        # A frame mapped more than once (fork, shared memory): its map count.
-        # Frames mapped once are not listed: that keeps a resident page cheap.
-        self.mapcount: dict[int, int] = {}
+        # Owners of every frame mapped more than once (fork, MAP_SHARED). A
+        # frame mapped once is not listed: its owner is its LRU entry's value.
+        self.sharers: dict[int, list[int]] = {}
+        self.layout = Machine(profile)
+        self.lru = {key: ZoneLru() for key in self.layout.zones}
+        self.swap = SwapArea(swap_pages)
+        self.swap_events = {"pswpin": 0, "pswpout": 0}
         # Bytes of frames that were written; unwritten frames read as zeros.
         self.data: dict[int, bytearray] = {}
         self.clock_ms = 0
@@ -261,15 +286,17 @@ class Mmu:
         mm = proc.mm
         released = Released()
         for lo, hi in mm.space.unmap(start, end):
-            released.frames += self._drop_ptes(mm, lo, hi)
+            released.extend(self._drop_ptes(proc, lo, hi))
         spans = [(x.start, x.end) for x in mm.space]
         for key in mm.pt.tables_left_empty(spans):
             released.tables.append(mm.pt.tables.pop(key))
         return released
 
-    def _drop_ptes(self, mm: Mm, lo: int, hi: int) -> list[int]:
-        """Unmaps pages of [lo, hi); returns frames nobody maps any longer."""
-        freed = []
+    def _drop_ptes(self, proc: Process, lo: int, hi: int) -> Released:
+        """zap_pte_range over [lo, hi): frames nobody maps any longer, and swap
+        slots nobody points at, are released."""
+        released = Released()
+        mm = proc.mm
         ptes = mm.pt.ptes
         vpns = (
             [vpn for vpn in ptes if lo <= vpn < hi]
@@ -278,23 +305,36 @@ class Mmu:
         )
         for vpn in vpns:
             pte = ptes.pop(vpn)
-            if pte & pt.PTE_PRESENT and not pte & pt.PTE_ZERO:
+            if pte & pt.PTE_SWAP:
+                if self.swap.put(pt.pte_pfn(pte)):
+                    released.slots.append(pt.pte_pfn(pte))
+            elif not pte & pt.PTE_ZERO:
                 mm.note_rss(-1)
-                if self._put_frame(pt.pte_pfn(pte)):
-                    freed.append(pt.pte_pfn(pte))
-        return freed
+                if self._put_frame(pt.pte_pfn(pte), owner(proc.pid, vpn)):
+                    released.frames.append(pt.pte_pfn(pte))
+        return released
 
-    def _put_frame(self, pfn: int) -> bool:
-        """Drops one mapping of a frame; True when it was the last."""
-        count = self.mapcount.get(pfn, 1) - 1
-        if count >= 2:
-            self.mapcount[pfn] = count
-            return False
-        self.mapcount.pop(pfn, None)
-        if count == 1:
-            return False
-        self.data.pop(pfn, None)
-        return True
+    def _lru_of(self, pfn: int) -> ZoneLru:
+        zone = self.layout.zone_of_pfn(pfn)
+        assert zone is not None, f"frame {pfn} is in no zone"
+        return self.lru[zone.key]
+
+    def _put_frame(self, pfn: int, who: int) -> bool:
+        """page_remove_rmap: drops one mapping of a frame; True when it was the last."""
+        sharers = self.sharers.get(pfn)
+        if sharers is None:
+            self._lru_of(pfn).remove(pfn)
+            self.data.pop(pfn, None)
+            return True
+        sharers.remove(who)
+        if len(sharers) == 1:  # mapped once again: its owner is its LRU entry
+            del self.sharers[pfn]
+            self._lru_of(pfn).set_owner(pfn, sharers[0])
+        return False
+
+    def mapcount(self, pfn: int) -> int:
+        sharers = self.sharers.get(pfn)
+        return len(sharers) if sharers is not None else 1
 
     def mprotect(self, proc: Process, addr: int, length: int, prot: int) -> None:
         if prot & ~v.PROT_MASK:
@@ -367,11 +407,11 @@ class Mmu:
             if pte is None:
                 plan.pages.append((vpn, NEW if write else ZERO))
                 new_vpns.append(vpn)
+            elif pte & pt.PTE_SWAP:
+                plan.pages.append((vpn, SWAPIN))  # a major fault: do_swap_page
             elif not write or pte & pt.PTE_WRITE:
                 plan.pages.append((vpn, HIT))
-            elif pte & pt.PTE_ZERO or (
-                self.mapcount.get(pt.pte_pfn(pte), 1) > 1 and not vma.shared
-            ):
+            elif pte & pt.PTE_ZERO or (self.mapcount(pt.pte_pfn(pte)) > 1 and not vma.shared):
                 plan.pages.append((vpn, COW))
             else:
                 plan.pages.append((vpn, REUSE))
@@ -379,23 +419,29 @@ class Mmu:
         return plan
 
     def apply_access(
-        self, proc: Process, plan: AccessPlan, frames: list[int], tables: list[int]
+        self,
+        proc: Process,
+        plan: AccessPlan,
+        frames: list[int],
+        tables: list[int],
+        swapped_in: dict[int, bytes | None] | None = None,
     ) -> Released:
-        """Carries out a plan with frames and table pages from the zone; gives
-        back what it did not need."""
+        """Carries out a plan with frames and table pages from the zone and the
+        bytes of the pages it swaps in; gives back what it did not need."""
         mm = proc.mm
         ptes = mm.pt.ptes
         spare = list(reversed(frames))
+        released = Released()
         for key, pfn in zip(plan.tables, tables, strict=True):
             mm.pt.tables[key] = pfn
         dirty = pt.PTE_DIRTY if plan.write else 0
-        minor = 0
+        minor = major = 0
         for vpn, kind in plan.pages:
             if kind == HIT:
                 ptes[vpn] |= pt.PTE_ACCESSED | dirty
                 continue
-            minor += 1
             if kind == ZERO:
+                minor += 1
                 ptes[vpn] = pt.PTE_PRESENT | pt.PTE_ZERO | pt.PTE_ACCESSED
                 continue
             old = ptes.get(vpn)
@@ -403,32 +449,47 @@ class Mmu:
                 kind == COW
                 and old is not None
                 and not old & pt.PTE_ZERO
-                and self.mapcount.get(pt.pte_pfn(old), 1) == 1
+                and self.mapcount(pt.pte_pfn(old)) == 1
             ):
                 kind = REUSE  # the other mappers went away meanwhile
             if kind == REUSE:
+                minor += 1
                 assert old is not None
                 ptes[vpn] = old | pt.PTE_WRITE | pt.PTE_ACCESSED | pt.PTE_DIRTY
                 continue
             pfn = spare.pop()
-            if kind == COW:
+            flags = pt.PTE_PRESENT | pt.PTE_WRITE | pt.PTE_ACCESSED | pt.PTE_DIRTY
+            if kind == SWAPIN:
+                major += 1
                 assert old is not None
-                if not old & pt.PTE_ZERO:
+                assert swapped_in is not None
+                contents = swapped_in[vpn]
+                if contents is not None:
+                    self.data[pfn] = bytearray(contents)
+                slot = pt.pte_pfn(old)
+                if self.swap.put(slot):
+                    released.slots.append(slot)
+                if not plan.write:
+                    flags &= ~pt.PTE_DIRTY
+                self.swap_events["pswpin"] += 1
+            else:
+                minor += 1
+                if kind == COW and old is not None and not old & pt.PTE_ZERO:
                     source = self.data.get(pt.pte_pfn(old))
                     if source is not None:
                         self.data[pfn] = bytearray(source)
-                    self._put_frame(pt.pte_pfn(old))  # others still map it
-                else:
-                    mm.note_rss(1)  # a zero-page mapping becomes a page of its own
-            else:
-                mm.note_rss(1)
-            ptes[vpn] = pt.make_pte(
-                pfn, pt.PTE_PRESENT | pt.PTE_WRITE | pt.PTE_ACCESSED | pt.PTE_DIRTY
-            )
+                    mm.note_rss(-1)  # the shared frame is no longer this page's
+                    self._put_frame(pt.pte_pfn(old), owner(proc.pid, vpn))
+            mm.note_rss(1)
+            self._lru_of(pfn).add_active(pfn, owner(proc.pid, vpn))
+            ptes[vpn] = pt.make_pte(pfn, flags)
         proc.minor_faults += minor
+        proc.major_faults += major
         self.faults["minor"] += minor
+        self.faults["major"] += major
         proc.cpu_time_ms += len(plan.pages) // 256 + (1 if plan.pages else 0)
-        return Released(frames=spare)
+        released.frames += spare
+        return released
 
     def write_bytes(self, proc: Process, addr: int, payload: bytes) -> None:
         """Copies bytes into pages that apply_access made present and writable."""
@@ -494,13 +555,18 @@ class Mmu:
             if vma is None or not vma.start <= vpn < vma.end:
                 vma = pmm.space.find(vpn)
             assert vma is not None
+            if pte & pt.PTE_SWAP:
+                self.swap.dup(pt.pte_pfn(pte))  # both point at the same slot
+                cptes[vpn] = pte
+                continue
             if not vma.shared:
                 pte &= ~pt.PTE_WRITE
                 pptes[vpn] = pte
             cptes[vpn] = pte
-            if pte & pt.PTE_PRESENT and not pte & pt.PTE_ZERO:
+            if not pte & pt.PTE_ZERO:
                 pfn = pt.pte_pfn(pte)
-                self.mapcount[pfn] = self.mapcount.get(pfn, 1) + 1
+                sharers = self.sharers.setdefault(pfn, [owner(parent.pid, vpn)])
+                sharers.append(owner(child.pid, vpn))
                 mm.note_rss(1)
         mm.note_vm()
         return child
@@ -510,7 +576,7 @@ class Mmu:
         mm = proc.mm
         released = Released()
         for vma in list(mm.space):
-            released.frames += self._drop_ptes(mm, vma.start, vma.end)
+            released.extend(self._drop_ptes(proc, vma.start, vma.end))
         mm.space = AddressSpace()
         released.tables += list(mm.pt.tables.values())
         mm.pt.tables.clear()
@@ -528,6 +594,94 @@ class Mmu:
         if proc.pid == INIT_PID:
             raise InvalidRequest("init (pid 1) cannot be killed")
         return self.exit(proc, signal)
+
+    # -- reclaim ---------------------------------------------------------------------
+
+    def _test_and_clear_young(self, who: int) -> bool:
+        """page_referenced for a page mapped once: its pte's accessed bit."""
+        proc = self.processes[owner_pid(who)]
+        vpn = owner_vpn(who)
+        pte = proc.mm.pt.ptes[vpn]
+        if pte & pt.PTE_ACCESSED:
+            proc.mm.pt.ptes[vpn] = pte & ~pt.PTE_ACCESSED
+            return True
+        return False
+
+    def shrink_zone(
+        self,
+        zone: tuple[int, str],
+        nr_to_reclaim: int,
+        priority: int,
+        swappiness: int,
+        pinned: dict[int, tuple[int, int]],
+    ) -> Reclaimed:
+        """shrink_zone of 2.6.24's mm/vmscan.c for anonymous pages.
+
+        shrink_active_list moves old, unreferenced pages to the inactive list,
+        but mapped pages only when swap_tendency says so: half the share of
+        memory that is mapped, plus distress (100 >> priority), plus
+        vm.swappiness, reaching 100. shrink_inactive_list then gives a
+        referenced page a second chance (back to active) and swaps the rest
+        out. Pages a fault in flight has planned for (pinned: pid -> page range)
+        and pages mapped more than once are passed over.
+        """
+        result = Reclaimed()
+        lru = self.lru.get(zone)
+        if lru is None or not self.swap.free:
+            return result  # no swap: anonymous pages cannot be reclaimed
+        mapped = sum(len(z.active) + len(z.inactive) for z in self.lru.values())
+        total = sum(z.managed for z in self.layout.zones.values()) or 1
+        distress = 100 >> min(priority, DEF_PRIORITY)
+        reclaim_mapped = mapped * 100 // total // 2 + distress + swappiness >= 100
+        for pfn, who in list(lru.active.items())[: max(nr_to_reclaim, len(lru.active) >> priority)]:
+            result.scanned += 1
+            del lru.active[pfn]
+            if (
+                pfn in self.sharers
+                or self._pinned(who, pinned)
+                or not reclaim_mapped
+                or self._test_and_clear_young(who)
+            ):
+                lru.active[pfn] = who  # rotate: the newest end of the list
+            else:
+                lru.inactive[pfn] = who
+        budget = max(nr_to_reclaim, len(lru.inactive) >> priority)
+        for pfn, who in list(lru.inactive.items())[:budget]:
+            if len(result.frames) >= nr_to_reclaim:
+                break
+            result.scanned += 1
+            if pfn in self.sharers or self._pinned(who, pinned):
+                continue
+            del lru.inactive[pfn]
+            if self._test_and_clear_young(who):
+                lru.active[pfn] = who  # second chance
+                continue
+            slot = self.swap.get()
+            if slot is None:
+                lru.active[pfn] = who  # swap is full: activate_locked
+                break
+            proc = self.processes[owner_pid(who)]
+            proc.mm.pt.ptes[owner_vpn(who)] = pt.make_pte(slot, pt.PTE_SWAP)
+            proc.mm.note_rss(-1)
+            result.swapped.append((slot, self.data.pop(pfn, None)))
+            result.frames.append(pfn)
+            self.swap_events["pswpout"] += 1
+        return result
+
+    @staticmethod
+    def _pinned(who: int, pinned: dict[int, tuple[int, int]]) -> bool:
+        span = pinned.get(owner_pid(who))
+        return span is not None and span[0] <= owner_vpn(who) < span[1]
+
+    def lru_counts(self) -> tuple[int, int]:
+        return (
+            sum(len(z.active) for z in self.lru.values()),
+            sum(len(z.inactive) for z in self.lru.values()),
+        )
+
+    def swap_pages(self, proc: Process) -> int:
+        """VmSwap: the process's ptes that point into swap."""
+        return sum(1 for pte in proc.mm.pt.ptes.values() if pte & pt.PTE_SWAP)
 
     def alive(self) -> list[Process]:
         return [p for p in self.processes.values() if p.alive]

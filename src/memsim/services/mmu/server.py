@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import grpc
@@ -23,9 +24,12 @@ from memsim.services.mmu.errors import (
 from memsim.services.mmu.metrics import MmuCollector
 from memsim.services.mmu.process import Process
 from memsim.services.mmu.service import AccessResult, MmuService
+from memsim.services.mmu.swapfile import SwapFile
 from memsim.services.mmu.vma import PROT_EXEC, PROT_WRITE
 from memsim.services.mmu.zone_port import GrpcZone, ZonePort
 from memsim.services.zone.client import ZoneClient
+from memsim.zone.v1 import zone_pb2 as zone_pb
+from memsim.zone.v1 import zone_pb2_grpc
 
 STATUS: dict[type[Exception], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -70,6 +74,7 @@ def process_info(mmu: Mmu, proc: Process) -> pb.ProcessInfo:
         stack_pages=sum(a.pages for a in vmas if a.growsdown),
         exe_pages=sum(a.pages for a in vmas if a.prot & PROT_EXEC and a.name == proc.name),
         pte_pages=len(mm.pt.tables),
+        swap_pages=mmu.swap_pages(proc),
         minor_faults=proc.minor_faults,
         major_faults=proc.major_faults,
         start_time_ms=proc.start_time_ms,
@@ -188,31 +193,92 @@ class MmuServicer(mmu_pb2_grpc.MmuServicer):
         )
 
     @translate
+    async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.MmuStats:
+        return mmu_stats(self.mmu)
+
+    @translate
     async def GetProcess(self, request: pb.GetProcessRequest, context: Context) -> pb.ProcessInfo:
         return process_info(self.mmu, self.mmu.process(request.pid, alive=False))
 
 
-def mmu_service(config: MmuConfig | None = None, zone: ZonePort | None = None) -> Service:
-    """The MMU service; with no zone given it dials the zone service at start."""
-    config = config or MmuConfig.from_env()
-    mmu = Mmu(config.profile, config.seed)
-    channels: list[grpc.aio.Channel] = []
-    servicer = MmuServicer(MmuService(mmu, zone or _unconnected()))
+def mmu_stats(mmu: Mmu) -> pb.MmuStats:
+    alive = mmu.alive()
+    active, inactive = mmu.lru_counts()
+    return pb.MmuStats(
+        page_size_bytes=mmu.page_size,
+        anon_pages=active + inactive,
+        page_table_pages=sum(len(p.mm.pt.tables) for p in alive),
+        active_pages=active,
+        inactive_pages=inactive,
+        swap_total_pages=mmu.swap.total,
+        swap_free_pages=mmu.swap.free,
+        processes=len(alive),
+        pswpin=mmu.swap_events["pswpin"],
+        pswpout=mmu.swap_events["pswpout"],
+        pgfault=mmu.faults["minor"] + mmu.faults["major"],
+        pgmajfault=mmu.faults["major"],
+    )
 
-    async def on_start() -> None:
+
+class ReclaimerServicer(zone_pb2_grpc.ReclaimerServicer):
+    """What the zone's kswapd and direct reclaim call: pages of one zone back."""
+
+    def __init__(self, service: MmuService) -> None:
+        self.service = service
+
+    @translate
+    async def ShrinkZone(
+        self, request: zone_pb.ShrinkZoneRequest, context: Context
+    ) -> zone_pb.ShrinkZoneResponse:
+        scanned, reclaimed, lru_pages = await self.service.reclaim(
+            request.zone.node, request.zone.zone, request.nr_to_reclaim, request.priority
+        )
+        return zone_pb.ShrinkZoneResponse(
+            nr_scanned=scanned, nr_reclaimed=reclaimed, lru_pages=lru_pages
+        )
+
+
+def mmu_service(config: MmuConfig | None = None, zone: ZonePort | None = None) -> Service:
+    """The MMU service; with no zone given it dials the zone service at start and
+    registers with it as a reclaimer."""
+    config = config or MmuConfig.from_env()
+    page_size = config.profile.page_size
+    mmu = Mmu(config.profile, config.seed, swap_pages=config.swap_bytes // page_size)
+    swapfile = (
+        SwapFile(config.data_dir / f"swap-{os.getpid()}-{id(mmu):x}", page_size)
+        if config.swap_bytes
+        else None
+    )
+    service = MmuService(mmu, zone or _unconnected(), swapfile, config.swappiness)
+    servicer = MmuServicer(service)
+    reclaimer = ReclaimerServicer(service)
+    channels: list[grpc.aio.Channel] = []
+
+    async def on_start(address: str) -> None:
         if zone is None:  # a channel belongs to the loop the server runs on
             channels.append(open_channel(config.zone_address))
-            servicer.service.zone = GrpcZone(ZoneClient(channels[0]))
-        await servicer.service.boot()
+            client = ZoneClient(channels[0])
+            service.zone = GrpcZone(client)
+            await client.register_reclaimer("mmu", address)
+        await service.boot()
 
     async def on_stop() -> None:
         for channel in channels:
             await channel.close(None)
+        if swapfile is not None:
+            swapfile.close()
+
+    def add(server: grpc.aio.Server) -> None:
+        mmu_pb2_grpc.add_MmuServicer_to_server(servicer, server)
+        zone_pb2_grpc.add_ReclaimerServicer_to_server(reclaimer, server)
 
     return Service(
         name="mmu",
-        service_names=[pb.DESCRIPTOR.services_by_name["Mmu"].full_name],
-        add_to_server=lambda server: mmu_pb2_grpc.add_MmuServicer_to_server(servicer, server),
+        service_names=[
+            pb.DESCRIPTOR.services_by_name["Mmu"].full_name,
+            zone_pb.DESCRIPTOR.services_by_name["Reclaimer"].full_name,
+        ],
+        add_to_server=add,
         collectors=[MmuCollector(mmu)],
         on_start=on_start,
         on_stop=on_stop,

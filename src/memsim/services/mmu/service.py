@@ -10,9 +10,10 @@ import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 
-from memsim.services.mmu.core import AccessPlan, Mmu, Released, Segfault
+from memsim.services.mmu.core import SWAPIN, AccessPlan, Mmu, Released, Segfault
 from memsim.services.mmu.errors import InvalidRequest, NoMemory
 from memsim.services.mmu.process import SIGSEGV, Process
+from memsim.services.mmu.swapfile import SwapFile
 from memsim.services.mmu.vma import MAP_POPULATE, PROT_WRITE
 from memsim.services.mmu.zone_port import ZonePort
 from memsim.services.zone.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL
@@ -30,10 +31,16 @@ class AccessResult:
 
 
 class MmuService:
-    def __init__(self, mmu: Mmu, zone: ZonePort) -> None:
+    def __init__(
+        self, mmu: Mmu, zone: ZonePort, swapfile: SwapFile | None = None, swappiness: int = 60
+    ) -> None:
         self.mmu = mmu
         self.zone = zone
+        self.swapfile = swapfile
+        self.swappiness = swappiness
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # pid -> pages a fault in flight planned for: reclaim leaves them be.
+        self._pinned: dict[int, tuple[int, int]] = {}
 
     def cpu_of(self, proc: Process) -> int:
         """The simulated CPU a process runs on: one of its allowed nodes'."""
@@ -46,9 +53,33 @@ class MmuService:
         return await self.zone.alloc(gfp_mask, count, cpu) if count else []
 
     async def _give_back(self, released: Released, cpu: int) -> int:
+        if self.swapfile is not None:
+            for slot in released.slots:
+                self.swapfile.discard(slot)
         pages = released.frames + released.tables
         await self.zone.free(pages, cpu)
         return len(pages)
+
+    async def reclaim(
+        self, node: int, zone: str, nr_to_reclaim: int, priority: int
+    ) -> tuple[int, int, int]:
+        """The zone's kswapd or direct reclaim asks for pages of one zone.
+
+        The pages of a fault in flight are passed over: between its plan and
+        its apply they must stay as planned, and the allocation reclaiming may
+        be that very fault.
+        """
+        result = self.mmu.shrink_zone(
+            (node, zone), nr_to_reclaim, priority, self.swappiness, self._pinned
+        )
+        if result.swapped:
+            assert self.swapfile is not None
+            for slot, data in result.swapped:  # pageout, before the frames go
+                self.swapfile.write(slot, data)
+        await self.zone.free(result.frames, 0, cold=True)  # as __pagevec_free does
+        lru = self.mmu.lru.get((node, zone))
+        left = len(lru.active) + len(lru.inactive) if lru is not None else 0
+        return result.scanned, len(result.frames), left
 
     async def boot(self) -> Process:
         """init, pid 1."""
@@ -146,15 +177,30 @@ class MmuService:
     ) -> AccessResult:
         plan: AccessPlan = self.mmu.plan_access(proc, addr, length, write)
         cpu = self.cpu_of(proc)
-        tables = await self._frames(GFP_KERNEL, len(plan.tables), cpu)
+        shift = self.mmu.page_shift
+        self._pinned[proc.pid] = (addr >> shift, ((addr + length - 1) >> shift) + 1)
         try:
-            frames = await self._frames(GFP_HIGHUSER_MOVABLE, plan.frames_needed, cpu)
-        except BaseException:
-            await self.zone.free(tables, cpu)
-            raise
-        released = self.mmu.apply_access(proc, plan, frames, tables)
-        await self._give_back(released, cpu)
-        result = AccessResult(minor_faults=sum(1 for _, k in plan.pages if k != "hit"))
+            tables = await self._frames(GFP_KERNEL, len(plan.tables), cpu)
+            try:
+                frames = await self._frames(GFP_HIGHUSER_MOVABLE, plan.frames_needed, cpu)
+            except BaseException:
+                await self.zone.free(tables, cpu)
+                raise
+        finally:
+            del self._pinned[proc.pid]
+        swapped_in: dict[int, bytes | None] = {}
+        if self.swapfile is not None:
+            swapped_in = {
+                vpn: self.swapfile.read(slot)
+                for vpn, slot in plan.swap_slots(proc.mm.pt.ptes).items()
+            }
+        released = self.mmu.apply_access(proc, plan, frames, tables, swapped_in)
+        # No await until the bytes are copied: reclaim could take the pages.
+        major = sum(1 for _, k in plan.pages if k == SWAPIN)
+        result = AccessResult(
+            minor_faults=sum(1 for _, k in plan.pages if k not in ("hit", SWAPIN)),
+            major_faults=major,
+        )
         done = length if plan.segfault is None else plan.segfault.address - addr
         if payload is not None and done > 0:
             self.mmu.write_bytes(proc, addr, payload[:done])
@@ -163,5 +209,6 @@ class MmuService:
         if plan.segfault is not None:  # the kernel sends SIGSEGV: the process dies
             result.segfault = plan.segfault
             self.mmu.note_protection_fault(proc, plan.segfault)
-            await self._give_back(self.mmu.exit(proc, SIGSEGV), cpu)
+            released.extend(self.mmu.exit(proc, SIGSEGV))
+        await self._give_back(released, cpu)
         return result

@@ -19,7 +19,9 @@ class ZonePort(Protocol):
         """count order-0 frames, all or none: NoMemory if the zone has fewer."""
         ...
 
-    async def free(self, pfns: Iterable[int], cpu: int) -> None: ...
+    async def free(self, pfns: Iterable[int], cpu: int, cold: bool = False) -> None:
+        """cold: to the cold end of the CPU's lists, as reclaimed pages go."""
+        ...
 
 
 class GrpcZone:
@@ -38,10 +40,10 @@ class GrpcZone:
             raise NoMemory(f"the zone allocator had {len(got)} of {count} frames")
         return got
 
-    async def free(self, pfns: Iterable[int], cpu: int) -> None:
+    async def free(self, pfns: Iterable[int], cpu: int, cold: bool = False) -> None:
         blocks = [(pfn, 0) for pfn in pfns]
         if blocks:
-            await self.client.free(blocks, cpu)
+            await self.client.free(blocks, cpu, cold)
 
 
 class LocalZone:
@@ -59,7 +61,7 @@ class LocalZone:
             raise NoMemory(f"the zone allocator had {len(pfns)} of {count} frames")
         return pfns
 
-    async def free(self, pfns: Iterable[int], cpu: int) -> None:
+    async def free(self, pfns: Iterable[int], cpu: int, cold: bool = False) -> None:
         blocks = [(pfn, 0) for pfn in pfns]
         if blocks:
-            await self.allocator.free_pages(blocks, cpu)
+            await self.allocator.free_pages(blocks, cpu, cold)

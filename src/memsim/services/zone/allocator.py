@@ -41,6 +41,8 @@ class ZoneAllocator:
         self.machine = machine
         self.buddy = buddy
         self.reclaimers: dict[str, ReclaimerPort] = {}
+        # zone -> reclaimer -> the LRU pages it last said it holds there
+        self._lru_reports: dict[tuple[int, str], dict[str, int]] = {}
         self.failures: list[str] = []  # "page allocation failure" lines, for dmesg
         self._kswapd_wake = [asyncio.Event() for _ in range(machine.profile.nodes)]
         self._kswapd_order = [0] * machine.profile.nodes
@@ -336,14 +338,18 @@ class ZoneAllocator:
     ) -> int:
         """Asks every reclaimer in turn until nr_to_reclaim pages came back."""
         reclaimed = 0
-        for reclaimer in list(self.reclaimers.values()):
+        for name, reclaimer in list(self.reclaimers.items()):
             if reclaimed >= nr_to_reclaim:
                 break
-            scanned, got = await reclaimer.shrink_zone(
+            scanned, got, lru_pages = await reclaimer.shrink_zone(
                 zone.node, zone.name, nr_to_reclaim - reclaimed, gfp_mask, priority, kswapd
             )
             reclaimed += got
             zone.pages_scanned += scanned
+            if lru_pages is not None:  # NR_ACTIVE + NR_INACTIVE, as the owners report
+                reports = self._lru_reports.setdefault(zone.key, {})
+                reports[name] = lru_pages
+                zone.lru_pages = sum(reports.values())
             events = self.machine.events
             events.count_zone("pgscan_kswapd" if kswapd else "pgscan_direct", zone.name, scanned)
             events.count_zone("pgsteal", zone.name, got)

@@ -5,7 +5,7 @@ in-process fakes in unit tests."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class BuddyPort(Protocol):
@@ -22,11 +22,19 @@ class BuddyPort(Protocol):
     async def nr_free(self, node: int, zone: str) -> list[int]: ...
 
 
+class ShrinkResult(NamedTuple):
+    scanned: int
+    reclaimed: int
+    # The reclaimer's pages of that zone still on its LRU lists (NR_ACTIVE +
+    # NR_INACTIVE): how much there is left to scan. None: not reported.
+    lru_pages: int | None = None
+
+
 class ReclaimerPort(Protocol):
     async def shrink_zone(
         self, node: int, zone: str, nr_to_reclaim: int, gfp_mask: int, priority: int, kswapd: bool
-    ) -> tuple[int, int]:
-        """Frees up to nr_to_reclaim pages of the zone; returns (scanned, reclaimed)."""
+    ) -> ShrinkResult:
+        """Frees up to nr_to_reclaim pages of the zone."""
         ...
 
 

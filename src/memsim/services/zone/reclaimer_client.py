@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from memsim.common.v1 import common_pb2
+from memsim.services.zone.ports import ShrinkResult
 from memsim.zone.v1 import zone_pb2 as pb
 from memsim.zone.v1 import zone_pb2_grpc
 
@@ -16,7 +17,7 @@ class ReclaimerClient:
 
     async def shrink_zone(
         self, node: int, zone: str, nr_to_reclaim: int, gfp_mask: int, priority: int, kswapd: bool
-    ) -> tuple[int, int]:
+    ) -> ShrinkResult:
         response = await self._stub.ShrinkZone(
             pb.ShrinkZoneRequest(
                 zone=common_pb2.ArenaRef(node=node, zone=zone),
@@ -26,4 +27,8 @@ class ReclaimerClient:
                 kswapd=kswapd,
             )
         )
-        return response.nr_scanned, response.nr_reclaimed
+        return ShrinkResult(
+            response.nr_scanned,
+            response.nr_reclaimed,
+            response.lru_pages if response.HasField("lru_pages") else None,
+        )

@@ -223,7 +223,7 @@ def zone_service(config: ZoneConfig | None = None, buddy: BuddyPort | None = Non
     servicer = ZoneServicer(allocator)
     channels: list[grpc.aio.Channel] = []
 
-    async def on_start() -> None:
+    async def on_start(address: str) -> None:
         if buddy is None:  # a channel belongs to the loop the server runs on
             channels.append(open_channel(config.buddy_address))
             allocator.buddy = BuddyClient(channels[0])
