@@ -35,4 +35,19 @@ class MmuCollector(Collector):
             "memsim_mmu_written_pages", "Frames holding bytes a process wrote."
         )
         written.add_metric([], len(self.mmu.data))
-        yield from (faults, processes, resident, tables, written)
+        swap_io = CounterMetricFamily(
+            "memsim_mmu_swap_pages",
+            "Pages swapped in and out (pswpin, pswpout).",
+            labels=["direction"],
+        )
+        swap_io.add_metric(["in"], self.mmu.swap_events["pswpin"])
+        swap_io.add_metric(["out"], self.mmu.swap_events["pswpout"])
+        swapped = GaugeMetricFamily("memsim_mmu_swapped_pages", "Swap slots in use.")
+        swapped.add_metric([], self.mmu.swap.total - self.mmu.swap.free)
+        swap_total = GaugeMetricFamily("memsim_mmu_swap_total_pages", "Size of the swap area.")
+        swap_total.add_metric([], self.mmu.swap.total)
+        active, inactive = self.mmu.lru_counts()
+        lru = GaugeMetricFamily("memsim_mmu_lru_pages", "Pages on the LRU lists.", labels=["list"])
+        lru.add_metric(["active"], active)
+        lru.add_metric(["inactive"], inactive)
+        yield from (faults, processes, resident, tables, written, swap_io, swapped, swap_total, lru)
