@@ -75,11 +75,14 @@ class Released:
     frames: list[int] = field(default_factory=list)
     tables: list[int] = field(default_factory=list)
     slots: list[int] = field(default_factory=list)
+    # No MMU: (pfn, order) of whole blocks.
+    blocks: list[tuple[int, int]] = field(default_factory=list)
 
     def extend(self, other: Released) -> None:
         self.frames += other.frames
         self.tables += other.tables
         self.slots += other.slots
+        self.blocks += other.blocks
 
 
 @dataclass
@@ -110,6 +113,8 @@ class Mmu:
         self.lru = {key: ZoneLru() for key in self.layout.zones}
         self.swap = SwapArea(swap_pages)
         self.swap_events = {"pswpin": 0, "pswpout": 0}
+        # uClinux: no page tables, one address space, no protection.
+        self.nommu = not profile.mmu
         # Bytes of frames that were written; unwritten frames read as zeros.
         self.data: dict[int, bytearray] = {}
         self.clock_ms = 0
@@ -187,6 +192,9 @@ class Mmu:
 
     def _new_mm(self, name: str, pgd: list[int]) -> Mm:
         space = AddressSpace()
+        table = PageTable(self.profile.pt_levels, self.page_size, self.profile.pte_bytes)
+        if self.nommu:  # the image and stack of a flat binary are not simulated
+            return Mm(space, table, start_brk=0, brk=0)
         exe = self.profile.exe_base >> self.page_shift
         space.insert(Vma(exe, exe + EXE_TEXT_PAGES, v.PROT_READ | v.PROT_EXEC, name=name))
         data_end = exe + EXE_TEXT_PAGES + EXE_DATA_PAGES
@@ -201,7 +209,6 @@ class Mmu:
                 growsdown=True,
             )
         )
-        table = PageTable(self.profile.pt_levels, self.page_size, self.profile.pte_bytes)
         for pfn in pgd:
             table.tables[(0, 0)] = pfn
         mm = Mm(space, table, start_brk=data_end, brk=data_end << self.page_shift)
@@ -337,6 +344,8 @@ class Mmu:
         return len(sharers) if sharers is not None else 1
 
     def mprotect(self, proc: Process, addr: int, length: int, prot: int) -> None:
+        if self.nommu:
+            raise InvalidRequest("mprotect needs an MMU: without one nothing can protect pages")
         if prot & ~v.PROT_MASK:
             raise InvalidRequest(f"mprotect: unknown protection bits {prot & ~v.PROT_MASK:#x}")
         start, end = self._pages(addr, length, "mprotect")
@@ -356,6 +365,8 @@ class Mmu:
         """sys_brk: moves the break; on failure it stays where it was."""
         mm = proc.mm
         released = Released()
+        if self.nommu:  # a flat binary's heap is fixed when it is loaded
+            return mm.brk, released
         if new_brk < (mm.start_brk << self.page_shift):
             return mm.brk, released
         old_end = (mm.brk + self.page_size - 1) >> self.page_shift
@@ -371,6 +382,76 @@ class Mmu:
         mm.brk = new_brk
         mm.note_vm()
         return mm.brk, released
+
+    # -- no MMU (uClinux) --------------------------------------------------------------
+
+    def nommu_order(self, flags: int, length: int) -> int:
+        """The order of the block a no-MMU mmap takes: the length in pages,
+        rounded up to a power of two (do_mmap_private's kmalloc)."""
+        if flags & v.MAP_FIXED:
+            raise InvalidRequest(
+                "mmap: MAP_FIXED needs an MMU: without one the address is wherever the block is"
+            )
+        if length <= 0:
+            raise InvalidRequest(f"mmap: length {length} must be positive")
+        pages = (length + self.page_size - 1) >> self.page_shift
+        order = (pages - 1).bit_length()
+        if order >= self.profile.max_order:
+            raise NoMemory(
+                f"mmap: {length} bytes needs a block of order {order}, above "
+                f"MAX_ORDER - 1 = {self.profile.max_order - 1}"
+            )
+        return order
+
+    def map_block(
+        self, proc: Process, pfn: int, order: int, length: int, prot: int, flags: int
+    ) -> int:
+        """Maps a block at its own physical address, present at once."""
+        pages = (length + self.page_size - 1) >> self.page_shift
+        proc.mm.space.insert(
+            Vma(pfn, pfn + pages, prot, shared=bool(flags & v.MAP_SHARED), block=True)
+        )
+        proc.mm.blocks[pfn] = (pfn, order)
+        proc.mm.note_rss(1 << order)
+        proc.mm.note_vm()
+        return pfn << self.page_shift
+
+    def unmap_block(self, proc: Process, addr: int, length: int) -> Released:
+        start, end = self._pages(addr, length, "munmap")
+        vma = proc.mm.space.find(start)
+        if vma is None or start not in proc.mm.blocks or vma.start != start or vma.end != end:
+            raise InvalidRequest(
+                f"munmap: [{addr:#x}, {addr + length:#x}) is not one whole "
+                "mapping; without an MMU only whole mappings go"
+            )
+        return self._drop_block(proc, start)
+
+    def _drop_block(self, proc: Process, start: int) -> Released:
+        pfn, order = proc.mm.blocks.pop(start)
+        proc.mm.space.unmap(start, start + 1)
+        proc.mm.space.unmap(start, start + (1 << order))
+        proc.mm.note_rss(-(1 << order))
+        for frame in range(pfn, pfn + (1 << order)):
+            self.data.pop(frame, None)
+        return Released(blocks=[(pfn, order)])
+
+    def check_nommu_access(self, proc: Process, addr: int, length: int) -> None:
+        """Nothing traps without an MMU: any process may touch any mapped memory,
+        its own or not. Memory nobody mapped memsim refuses rather than invent."""
+        if length <= 0:
+            raise InvalidRequest(f"length {length} must be positive")
+        start = addr >> self.page_shift
+        end = ((addr + length - 1) >> self.page_shift) + 1
+        for other in [proc, *self.alive()]:
+            if other.mm.space.mapped_through(start, end):
+                return
+        raise InvalidRequest(
+            f"[{addr:#x}, {addr + length:#x}) is in no process's mapping "
+            "(no MMU: nothing would trap, so memsim refuses)"
+        )
+
+    def _frame(self, proc: Process, vpn: int) -> int:
+        return vpn if self.nommu else pt.pte_pfn(proc.mm.pt.ptes[vpn])
 
     # -- faults and page contents -------------------------------------------------------
 
@@ -493,13 +574,12 @@ class Mmu:
 
     def write_bytes(self, proc: Process, addr: int, payload: bytes) -> None:
         """Copies bytes into pages that apply_access made present and writable."""
-        ptes = proc.mm.pt.ptes
         offset = 0
         while offset < len(payload):
             vaddr = addr + offset
             vpn, in_page = vaddr >> self.page_shift, vaddr & (self.page_size - 1)
             chunk = min(len(payload) - offset, self.page_size - in_page)
-            pfn = pt.pte_pfn(ptes[vpn])
+            pfn = self._frame(proc, vpn)
             page = self.data.get(pfn)
             if page is None:
                 page = self.data[pfn] = bytearray(self.page_size)
@@ -514,8 +594,11 @@ class Mmu:
             vaddr = addr + offset
             vpn, in_page = vaddr >> self.page_shift, vaddr & (self.page_size - 1)
             chunk = min(length - offset, self.page_size - in_page)
-            pte = ptes[vpn]
-            page = None if pte & pt.PTE_ZERO else self.data.get(pt.pte_pfn(pte))
+            if self.nommu:
+                page = self.data.get(vpn)
+            else:
+                pte = ptes[vpn]
+                page = None if pte & pt.PTE_ZERO else self.data.get(pt.pte_pfn(pte))
             out += page[in_page : in_page + chunk] if page is not None else bytes(chunk)
             offset += chunk
         return bytes(out)
@@ -528,6 +611,11 @@ class Mmu:
 
     def plan_fork(self, parent: Process) -> int:
         """Table pages the child needs: as many as the parent has."""
+        if self.nommu:
+            raise InvalidRequest(
+                "fork needs an MMU to copy an address space: without one, "
+                "create the process anew (vfork and exec)"
+            )
         return len(parent.mm.pt.tables)
 
     def fork(self, parent: Process, name: str | None, tables: list[int]) -> Process:
@@ -575,6 +663,8 @@ class Mmu:
         """exit_mm: every mapping and table page goes; the record stays, dead."""
         mm = proc.mm
         released = Released()
+        for start in list(mm.blocks):
+            released.extend(self._drop_block(proc, start))
         for vma in list(mm.space):
             released.extend(self._drop_ptes(proc, vma.start, vma.end))
         mm.space = AddressSpace()

@@ -20,6 +20,9 @@ class Mm:
     start_brk: int  # page numbers
     brk: int  # bytes: the break itself need not be page aligned
     rss: int = 0  # anon_rss: pages with a frame of their own
+    # No MMU: the physically contiguous block behind each mapping, by its
+    # first page (which is its pfn: addresses are physical).
+    blocks: dict[int, tuple[int, int]] = field(default_factory=dict)
     hiwater_rss: int = 0
     hiwater_vm: int = 0
 

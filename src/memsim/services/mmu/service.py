@@ -58,7 +58,9 @@ class MmuService:
                 self.swapfile.discard(slot)
         pages = released.frames + released.tables
         await self.zone.free(pages, cpu)
-        return len(pages)
+        for pfn, order in released.blocks:
+            await self.zone.free_block(pfn, order, cpu)
+        return len(pages) + sum(1 << order for _, order in released.blocks)
 
     async def reclaim(
         self, node: int, zone: str, nr_to_reclaim: int, priority: int
@@ -118,6 +120,8 @@ class MmuService:
     ) -> int:
         async with self._locks[pid]:
             proc = self.mmu.process(pid, token)
+            if self.mmu.nommu:
+                return await self._mmap_block(proc, length, prot, flags)
             address, released = self.mmu.mmap(proc, addr, length, prot, flags)
             await self._give_back(released, self.cpu_of(proc))
             if flags & MAP_POPULATE:  # fault it all in now, as make_pages_present
@@ -125,10 +129,34 @@ class MmuService:
                     await self._access(proc, address, length, bool(prot & PROT_WRITE))
             return address
 
+    async def _mmap_block(self, proc: Process, length: int, prot: int, flags: int) -> int:
+        """No MMU: one physically contiguous block, or a refusal that says why."""
+        order = self.mmu.nommu_order(flags, length)
+        cpu = self.cpu_of(proc)
+        try:
+            pfn = await self.zone.alloc_block(GFP_KERNEL, order, cpu)
+        except NoMemory as exc:
+            free = await self.zone.free_pages()
+            why = (
+                f"{free} pages are free but no block of {1 << order} is: the free memory "
+                "is fragmented (see /proc/buddyinfo)"
+                if free >= 1 << order
+                else f"only {free} pages are free"
+            )
+            raise NoMemory(
+                f"mmap of {length} bytes needs {1 << order} contiguous pages "
+                f"(order {order}) without an MMU; {why}. {exc}"
+            ) from None
+        return self.mmu.map_block(proc, pfn, order, length, prot, flags)
+
     async def munmap(self, pid: int, token: str, addr: int, length: int) -> int:
         async with self._locks[pid]:
             proc = self.mmu.process(pid, token)
-            released = self.mmu.munmap(proc, addr, length)
+            released = (
+                self.mmu.unmap_block(proc, addr, length)
+                if self.mmu.nommu
+                else self.mmu.munmap(proc, addr, length)
+            )
             return await self._give_back(released, self.cpu_of(proc))
 
     async def mprotect(self, pid: int, token: str, addr: int, length: int, prot: int) -> None:
@@ -175,6 +203,11 @@ class MmuService:
         payload: bytes | None = None,
         read: bool = False,
     ) -> AccessResult:
+        if self.mmu.nommu:  # everything is present; nothing is protected
+            self.mmu.check_nommu_access(proc, addr, length)
+            if payload is not None:
+                self.mmu.write_bytes(proc, addr, payload)
+            return AccessResult(data=self.mmu.read_bytes(proc, addr, length) if read else b"")
         plan: AccessPlan = self.mmu.plan_access(proc, addr, length, write)
         cpu = self.cpu_of(proc)
         shift = self.mmu.page_shift

@@ -45,6 +45,8 @@ class Vma:
     name: str = ""
     growsdown: bool = False
     noreserve: bool = False
+    # No MMU: the mapping is one physical block of its own and never merges.
+    block: bool = False
 
     @property
     def pages(self) -> int:
@@ -58,6 +60,8 @@ class Vma:
             and self.shared == other.shared
             and self.name == other.name
             and self.name in ("", "[heap]")
+            and not self.block
+            and not other.block
             and self.growsdown == other.growsdown
             and self.noreserve == other.noreserve
         )

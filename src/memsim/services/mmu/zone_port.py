@@ -23,6 +23,16 @@ class ZonePort(Protocol):
         """cold: to the cold end of the CPU's lists, as reclaimed pages go."""
         ...
 
+    async def alloc_block(self, gfp_mask: int, order: int, cpu: int) -> int:
+        """One physically contiguous block of 2^order pages (no-MMU mmap)."""
+        ...
+
+    async def free_block(self, pfn: int, order: int, cpu: int) -> None: ...
+
+    async def free_pages(self) -> int:
+        """Pages free in the whole machine (for messages that say why)."""
+        ...
+
 
 class GrpcZone:
     def __init__(self, client: ZoneClient) -> None:
@@ -45,6 +55,22 @@ class GrpcZone:
         if blocks:
             await self.client.free(blocks, cpu, cold)
 
+    async def alloc_block(self, gfp_mask: int, order: int, cpu: int) -> int:
+        try:
+            ((pfn, _),) = await self.client.alloc(gfp_mask, order, 1, cpu)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise NoMemory(str(exc.details())) from None
+            raise
+        return pfn
+
+    async def free_block(self, pfn: int, order: int, cpu: int) -> None:
+        await self.client.free([(pfn, order)], cpu)
+
+    async def free_pages(self) -> int:
+        info = await self.client.zoneinfo()
+        return sum(z.free_pages for node in info.nodes for z in node.zones)
+
 
 class LocalZone:
     def __init__(self, allocator: ZoneAllocator) -> None:
@@ -65,3 +91,16 @@ class LocalZone:
         blocks = [(pfn, 0) for pfn in pfns]
         if blocks:
             await self.allocator.free_pages(blocks, cpu, cold)
+
+    async def alloc_block(self, gfp_mask: int, order: int, cpu: int) -> int:
+        try:
+            (allocation,) = await self.allocator.alloc_pages(gfp_mask, order, 1, cpu)
+        except OutOfMemory as exc:
+            raise NoMemory(str(exc)) from None
+        return allocation.pfns[0]
+
+    async def free_block(self, pfn: int, order: int, cpu: int) -> None:
+        await self.allocator.free_pages([(pfn, order)], cpu)
+
+    async def free_pages(self) -> int:
+        return sum(z.free_pages for z in self.allocator.machine.zones.values())
