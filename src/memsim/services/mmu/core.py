@@ -23,7 +23,7 @@ from memsim.services.mmu.errors import (
     PermissionDenied,
     ProcessDead,
 )
-from memsim.services.mmu.lru import ZoneLru, owner, owner_pid, owner_vpn
+from memsim.services.mmu.lru import ZoneLru, owner, owner_vpn
 from memsim.services.mmu.pagetable import PageTable
 from memsim.services.mmu.process import CAPABILITIES, SIGKILL, SIGSEGV, Mm, Process
 from memsim.services.mmu.swap import SwapArea
@@ -35,6 +35,8 @@ from memsim.services.zone.machine import Machine
 STACK_BYTES = 128 << 10
 MMAP_GAP_BYTES = 128 << 20
 EXE_TEXT_PAGES = 8
+# One call faults at most this much in (fault-around of a whole range).
+MAX_ACCESS_BYTES = 1 << 30
 EXE_DATA_PAGES = 2
 INIT_PID = 1
 
@@ -336,7 +338,7 @@ class Mmu:
         sharers.remove(who)
         if len(sharers) == 1:  # mapped once again: its owner is its LRU entry
             del self.sharers[pfn]
-            self._lru_of(pfn).set_owner(pfn, sharers[0])
+            self._lru_of(pfn).set_owner(pfn, owner_vpn(sharers[0]))
         return False
 
     def mapcount(self, pfn: int) -> int:
@@ -348,6 +350,8 @@ class Mmu:
             raise InvalidRequest("mprotect needs an MMU: without one nothing can protect pages")
         if prot & ~v.PROT_MASK:
             raise InvalidRequest(f"mprotect: unknown protection bits {prot & ~v.PROT_MASK:#x}")
+        if length == 0 and addr % self.page_size == 0:
+            return  # sys_mprotect: nothing to do is not an error
         start, end = self._pages(addr, length, "mprotect")
         if not proc.mm.space.mapped_through(start, end):
             raise InvalidRequest(
@@ -459,11 +463,9 @@ class Mmu:
         """handle_mm_fault over a range, without changing anything."""
         if length <= 0:
             raise InvalidRequest(f"length {length} must be positive")
-        if addr < 0 or addr + length > self.profile.task_size:
-            raise InvalidRequest(
-                f"[{addr:#x}, {addr + length:#x}) is outside user space "
-                f"(TASK_SIZE {self.profile.task_size:#x})"
-            )
+        if length > MAX_ACCESS_BYTES:
+            raise InvalidRequest(f"length {length} is more than {MAX_ACCESS_BYTES} in one call")
+        # Above TASK_SIZE there is no VMA: the access faults like any other.
         plan = AccessPlan(write)
         mm = proc.mm
         ptes = mm.pt.ptes
@@ -562,7 +564,7 @@ class Mmu:
                     mm.note_rss(-1)  # the shared frame is no longer this page's
                     self._put_frame(pt.pte_pfn(old), owner(proc.pid, vpn))
             mm.note_rss(1)
-            self._lru_of(pfn).add_active(pfn, owner(proc.pid, vpn))
+            self._lru_of(pfn).add_active(pfn, vpn)  # the pte's own key object: no copy
             ptes[vpn] = pt.make_pte(pfn, flags)
         proc.minor_faults += minor
         proc.major_faults += major
@@ -687,10 +689,25 @@ class Mmu:
 
     # -- reclaim ---------------------------------------------------------------------
 
-    def _test_and_clear_young(self, who: int) -> bool:
+    def _mapper(self, pfn: int, vpn: int) -> Process | None:
+        """The process whose pte at vpn maps the frame (the reverse map of a
+        page mapped once: its LRU entry keeps the page, not the process, which
+        saves an integer for every resident page)."""
+        for proc in self.processes.values():
+            if proc.alive:
+                pte = proc.mm.pt.ptes.get(vpn)
+                if (
+                    pte is not None
+                    and pte >> pt.PTE_SHIFT == pfn
+                    and pte & pt.PTE_PRESENT
+                    and not pte & (pt.PTE_SWAP | pt.PTE_ZERO)
+                ):
+                    return proc
+        return None
+
+    @staticmethod
+    def _test_and_clear_young(proc: Process, vpn: int) -> bool:
         """page_referenced for a page mapped once: its pte's accessed bit."""
-        proc = self.processes[owner_pid(who)]
-        vpn = owner_vpn(who)
         pte = proc.mm.pt.ptes[vpn]
         if pte & pt.PTE_ACCESSED:
             proc.mm.pt.ptes[vpn] = pte & ~pt.PTE_ACCESSED
@@ -723,35 +740,37 @@ class Mmu:
         total = sum(z.managed for z in self.layout.zones.values()) or 1
         distress = 100 >> min(priority, DEF_PRIORITY)
         reclaim_mapped = mapped * 100 // total // 2 + distress + swappiness >= 100
-        for pfn, who in list(lru.active.items())[: max(nr_to_reclaim, len(lru.active) >> priority)]:
+        scan = max(nr_to_reclaim, len(lru.active) >> priority)
+        for pfn, vpn in list(lru.active.items())[:scan]:
             result.scanned += 1
             del lru.active[pfn]
+            proc = None if pfn in self.sharers else self._mapper(pfn, vpn)
             if (
-                pfn in self.sharers
-                or self._pinned(who, pinned)
+                proc is None
+                or self._pinned(proc.pid, vpn, pinned)
                 or not reclaim_mapped
-                or self._test_and_clear_young(who)
+                or self._test_and_clear_young(proc, vpn)
             ):
-                lru.active[pfn] = who  # rotate: the newest end of the list
+                lru.active[pfn] = vpn  # rotate: the newest end of the list
             else:
-                lru.inactive[pfn] = who
+                lru.inactive[pfn] = vpn
         budget = max(nr_to_reclaim, len(lru.inactive) >> priority)
-        for pfn, who in list(lru.inactive.items())[:budget]:
+        for pfn, vpn in list(lru.inactive.items())[:budget]:
             if len(result.frames) >= nr_to_reclaim:
                 break
             result.scanned += 1
-            if pfn in self.sharers or self._pinned(who, pinned):
+            proc = None if pfn in self.sharers else self._mapper(pfn, vpn)
+            if proc is None or self._pinned(proc.pid, vpn, pinned):
                 continue
             del lru.inactive[pfn]
-            if self._test_and_clear_young(who):
-                lru.active[pfn] = who  # second chance
+            if self._test_and_clear_young(proc, vpn):
+                lru.active[pfn] = vpn  # second chance
                 continue
             slot = self.swap.get()
             if slot is None:
-                lru.active[pfn] = who  # swap is full: activate_locked
+                lru.active[pfn] = vpn  # swap is full: activate_locked
                 break
-            proc = self.processes[owner_pid(who)]
-            proc.mm.pt.ptes[owner_vpn(who)] = pt.make_pte(slot, pt.PTE_SWAP)
+            proc.mm.pt.ptes[vpn] = pt.make_pte(slot, pt.PTE_SWAP)
             proc.mm.note_rss(-1)
             result.swapped.append((slot, self.data.pop(pfn, None)))
             result.frames.append(pfn)
@@ -759,9 +778,9 @@ class Mmu:
         return result
 
     @staticmethod
-    def _pinned(who: int, pinned: dict[int, tuple[int, int]]) -> bool:
-        span = pinned.get(owner_pid(who))
-        return span is not None and span[0] <= owner_vpn(who) < span[1]
+    def _pinned(pid: int, vpn: int, pinned: dict[int, tuple[int, int]]) -> bool:
+        span = pinned.get(pid)
+        return span is not None and span[0] <= vpn < span[1]
 
     def lru_counts(self) -> tuple[int, int]:
         return (

@@ -1,8 +1,10 @@
 """Per-zone active and inactive lists of anonymous pages (2.6's two-list LRU).
 
-Each list is a dict from frame to the mapping that owns it (pid and page,
-packed in one integer): insertion order is age, so the first entry is the
-oldest, and the value is the reverse map reclaim needs to find the pte.
+Each list is a dict from frame to the page that maps it: insertion order is
+age, so the first entry is the oldest, and the value is the reverse map
+reclaim needs to find the pte (the process is the one whose pte at that page
+maps the frame). Frames mapped by several processes also have an owner list,
+(pid, page) packed in one integer each, kept by the MMU core.
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ from memsim.services.mmu.vma import MAP_POPULATE, PROT_WRITE
 from memsim.services.mmu.zone_port import ZonePort
 from memsim.services.zone.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL
 
-# Reads and writes travel in one gRPC message.
-MAX_IO_BYTES = 1 << 22
+# Reads and writes travel in one gRPC message, whose limit is 4 MiB with the
+# envelope: 2 MiB of data leaves room.
+MAX_IO_BYTES = 1 << 21
 
 
 @dataclass

@@ -47,6 +47,10 @@ class Vma:
     noreserve: bool = False
     # No MMU: the mapping is one physical block of its own and never merges.
     block: bool = False
+    # A System V shared memory segment's id, and the segment page the VMA's
+    # first page shows (vm_pgoff).
+    shm: int | None = None
+    pgoff: int = 0
 
     @property
     def pages(self) -> int:
@@ -146,7 +150,7 @@ class AddressSpace:
             if vma.start < start:
                 self._add(replace(vma, end=start))
             if vma.end > end:
-                self._add(replace(vma, start=end))
+                self._add(replace(vma, start=end, pgoff=vma.pgoff + end - vma.start))
             removed.append((max(vma.start, start), min(vma.end, end)))
         return removed
 
@@ -157,8 +161,17 @@ class AddressSpace:
             if vma.start < start:
                 self._add(replace(vma, end=start))
             if vma.end > end:
-                self._add(replace(vma, start=end))
-            self.insert(replace(vma, start=max(vma.start, start), end=min(vma.end, end), prot=prot))
+                self._add(replace(vma, start=end, pgoff=vma.pgoff + end - vma.start))
+            lo = max(vma.start, start)
+            self.insert(
+                replace(
+                    vma,
+                    start=lo,
+                    end=min(vma.end, end),
+                    prot=prot,
+                    pgoff=vma.pgoff + lo - vma.start,
+                )
+            )
 
     def mapped_through(self, start: int, end: int) -> bool:
         """True if every page of [start, end) is in some VMA (no holes)."""

@@ -1,0 +1,197 @@
+"""The MMU service over gRPC against an echo service on the same bootstrap.
+
+Echo, buddy, zone and mmu run as their own processes, started by this
+benchmark. A first touch plans the faults, takes frames and table pages from
+the zone in batch calls and maps them, so the ratios say what demand paging
+costs on top of a gRPC call that does nothing. Only the Touch calls are timed:
+the mmap and munmap around them are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.buddy_grpc import ROUNDS, _calls_per_second
+from bench.report import Report, Result
+from memsim.clients.cli.machine import profile_env
+from memsim.clients.cli.processes import start_service, stop_pid
+from memsim.echo.v1 import echo_pb2, echo_pb2_grpc
+from memsim.mmu.v1 import mmu_pb2 as pb
+from memsim.mmu.v1 import mmu_pb2_grpc
+from memsim.profiles.loader import load_profile
+from memsim.runtime.channel import open_channel
+from memsim.services.mmu.client import MmuClient
+from memsim.services.mmu.vma import MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE
+
+PROFILE = "x86_64"
+MEM = "4G"  # frames never run out: no reclaim, and no swap (MEMSIM_SWAP=0)
+BULK_BYTES = 1 << 20  # 256 pages in one Touch
+SINGLE_REGION = 16 << 20  # mapped once; its pages are touched one per call
+BULK_GOAL = 100
+SINGLE_GOAL = 0.4
+
+
+async def _measure(report: Report, echo_addr: str, mmu_addr: str, page: int) -> None:
+    async with open_channel(echo_addr) as echo_ch, open_channel(mmu_addr) as mmu_ch:
+        echo = echo_pb2_grpc.EchoStub(echo_ch)
+        mmu = mmu_pb2_grpc.MmuStub(mmu_ch)
+        pid, token = await MmuClient(mmu_ch).create_process("bench")
+        caller = pb.Caller(pid=pid, token=token)
+        request = echo_pb2.EchoRequest(payload=b"x" * 16)
+
+        async def echo_call() -> int:
+            await echo.Echo(request)
+            return 1
+
+        async def mmap(length: int) -> int:
+            response = await mmu.Mmap(
+                pb.MmapRequest(
+                    caller=caller,
+                    length_bytes=length,
+                    prot=PROT_READ | PROT_WRITE,
+                    flags=MAP_PRIVATE | MAP_ANONYMOUS,
+                )
+            )
+            return response.address
+
+        async def munmap(address: int, length: int) -> None:
+            await mmu.Munmap(pb.MunmapRequest(caller=caller, address=address, length_bytes=length))
+
+        async def touch(address: int, length: int) -> float:
+            """One Touch (write) of fresh pages: the seconds it took."""
+            start = time.perf_counter()
+            response = await mmu.Touch(
+                pb.TouchRequest(caller=caller, address=address, length_bytes=length)
+            )
+            seconds = time.perf_counter() - start
+            assert response.signal == 0, response.fault_reason
+            assert response.minor_faults == length // page, response.minor_faults
+            return seconds
+
+        touch_s = 0.0
+        touches = 0
+
+        async def bulk() -> int:
+            """mmap 1 MiB, Touch all of it (timed), munmap."""
+            nonlocal touch_s, touches
+            address = await mmap(BULK_BYTES)
+            touch_s += await touch(address, BULK_BYTES)
+            touches += 1
+            await munmap(address, BULK_BYTES)
+            return 1
+
+        region = await mmap(SINGLE_REGION)
+        offset = 0
+
+        async def single() -> int:
+            """Touch the next untouched page of the region (timed); remap when used up."""
+            nonlocal touch_s, touches, region, offset
+            if offset == SINGLE_REGION:
+                await munmap(region, SINGLE_REGION)
+                region, offset = await mmap(SINGLE_REGION), 0
+            touch_s += await touch(region + offset, page)
+            offset += page
+            touches += 1
+            return 1
+
+        for fn in (echo_call, bulk, single):  # warm up connections, caches and pcp lists
+            await _calls_per_second(1, fn)
+
+        for name, fn, pages_per_touch in (
+            ("bulk", bulk, BULK_BYTES // page),
+            ("single", single, 1),
+        ):
+            echo_rates, rates, ratios = [], [], []
+            for _ in range(ROUNDS):
+                echo_rates.append(await _calls_per_second(1, echo_call))
+                touch_s, touches = 0.0, 0
+                await _calls_per_second(1, fn)
+                rates.append(touches * pages_per_touch / touch_s)
+                ratios.append(rates[-1] / echo_rates[-1])
+            ratio = statistics.median(ratios)
+            report.add(
+                Result(
+                    f"echo calls/s, 1 in flight (mmu {name} run)",
+                    statistics.median(echo_rates),
+                    "calls/s",
+                )
+            )
+            if name == "bulk":
+                report.add(
+                    Result(
+                        f"mmu first touch of {BULK_BYTES >> 20} MiB in one Touch, pages/s",
+                        statistics.median(rates),
+                        "pages/s",
+                    )
+                )
+                report.add(
+                    Result(
+                        "mmu 1 MiB first-touch pages/s / echo calls/s",
+                        ratio,
+                        "ratio",
+                        f">= {BULK_GOAL}",
+                        ratio >= BULK_GOAL,
+                    )
+                )
+            else:
+                report.add(
+                    Result(
+                        "mmu single-page first Touch calls/s, 1 in flight",
+                        statistics.median(rates),
+                        "calls/s",
+                    )
+                )
+                report.add(
+                    Result(
+                        "mmu single-page first Touch / echo calls/s",
+                        ratio,
+                        "ratio",
+                        f">= {SINGLE_GOAL}",
+                        ratio >= SINGLE_GOAL,
+                    )
+                )
+
+
+def run(report: Report) -> None:
+    print(f"mmu over gRPC (own processes, {PROFILE} {MEM}, against echo)")
+    profile = load_profile(PROFILE, mem=MEM)
+
+    with tempfile.TemporaryDirectory(prefix="memsim-bench-") as tmp:
+        run_dir = Path(tmp)
+        echo = start_service("echo", run_dir, ephemeral_ports=True, peers={})
+        try:
+            buddy = start_service("buddy", run_dir, ephemeral_ports=True, peers={})
+            try:
+                zone = start_service(
+                    "zone",
+                    run_dir,
+                    ephemeral_ports=True,
+                    peers={"buddy": buddy.address},
+                    extra_env=profile_env(profile),
+                )
+                try:
+                    mmu = start_service(
+                        "mmu",
+                        run_dir,
+                        ephemeral_ports=True,
+                        peers={"zone": zone.address},
+                        extra_env={
+                            **profile_env(profile),
+                            "MEMSIM_DATA_DIR": str(run_dir),
+                            "MEMSIM_SWAP": "0",
+                        },
+                    )
+                    try:
+                        asyncio.run(_measure(report, echo.address, mmu.address, profile.page_size))
+                    finally:
+                        stop_pid(mmu.pid)
+                finally:
+                    stop_pid(zone.pid)
+            finally:
+                stop_pid(buddy.pid)
+        finally:
+            stop_pid(echo.pid)
