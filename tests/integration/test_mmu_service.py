@@ -292,3 +292,80 @@ async def test_memory_pressure_swaps_a_pattern_out_and_it_reads_back(machine: Ma
     stats = await m.mmu.GetStats(pb.GetStatsRequest())
     assert stats.swap_free_pages == stats.swap_total_pages
     assert await buddy_state(m) == boot
+
+
+async def test_named_shared_memory_between_unrelated_processes(machine: Machine) -> None:
+    m = machine
+    boot = await buddy_state(m)
+    writer, reader = await spawn(m, "writer"), await spawn(m, "reader")
+    key = 0x1234
+    shmid = (
+        await m.mmu.ShmGet(
+            pb.ShmGetRequest(caller=writer, key=key, size_bytes=3 * PAGE, create=True)
+        )
+    ).shmid
+    # The reader finds it by key, without create.
+    assert (await m.mmu.ShmGet(pb.ShmGetRequest(caller=reader, key=key))).shmid == shmid
+    at_w = (await m.mmu.ShmAttach(pb.ShmAttachRequest(caller=writer, shmid=shmid))).address
+    at_r = (
+        await m.mmu.ShmAttach(pb.ShmAttachRequest(caller=reader, shmid=shmid, read_only=True))
+    ).address
+    await m.mmu.Write(pb.WriteRequest(caller=writer, address=at_w + PAGE + 10, data=b"shared!"))
+    assert await read(m, reader, at_r + PAGE + 10, 7) == b"shared!"
+    maps = (await m.mmu.GetProcess(pb.GetProcessRequest(pid=reader.pid))).vmas
+    assert [(v.perms, v.name) for v in maps if v.start == at_r] == [
+        ("r--s", "/SYSV00001234 (deleted)")
+    ]
+    # The segment outlives a detach: attach again and the bytes are there.
+    await m.mmu.ShmDetach(pb.ShmDetachRequest(caller=writer, address=at_w))
+    again = (await m.mmu.ShmAttach(pb.ShmAttachRequest(caller=writer, shmid=shmid))).address
+    assert await read(m, writer, again + PAGE + 10, 7) == b"shared!"
+    # IPC_RMID: the key goes now, the frames when the last one detaches.
+    assert (await m.mmu.ShmRemove(pb.ShmRemoveRequest(caller=writer, shmid=shmid))).freed_pages == 0
+    code, details = await status_of(m.mmu.ShmGet(pb.ShmGetRequest(caller=reader, key=key)))
+    assert code is grpc.StatusCode.NOT_FOUND
+    assert "no segment with key 0x1234" in details
+    await m.mmu.ShmDetach(pb.ShmDetachRequest(caller=writer, address=again))
+    # A write through the read-only attach is a protection fault.
+    faulted = await m.mmu.Write(pb.WriteRequest(caller=reader, address=at_r, data=b"x"))
+    assert faulted.signal == 11
+    assert "write to a r--s mapping" in faulted.fault_reason
+    # The reader died and the writer exits: the segment's frames went with them.
+    await m.mmu.Exit(pb.ExitRequest(caller=writer))
+    assert await buddy_state(m) == boot
+
+
+async def test_shared_memory_bad_input(machine: Machine) -> None:
+    m = machine
+    caller = await spawn(m)
+    cases: list[tuple[Awaitable[Any], grpc.StatusCode, str]] = [
+        (
+            m.mmu.ShmGet(pb.ShmGetRequest(caller=caller, key=7)),
+            grpc.StatusCode.NOT_FOUND,
+            "no segment with key 0x7",
+        ),
+        (
+            m.mmu.ShmGet(pb.ShmGetRequest(caller=caller, key=7, size_bytes=0, create=True)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "outside 1..SHMMAX",
+        ),
+        (
+            m.mmu.ShmAttach(pb.ShmAttachRequest(caller=caller, shmid=42)),
+            grpc.StatusCode.NOT_FOUND,
+            "no shared memory segment with id 42",
+        ),
+        (
+            m.mmu.ShmDetach(pb.ShmDetachRequest(caller=caller, address=0x1000)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "no shared memory segment is attached at 0x1000",
+        ),
+        (
+            m.mmu.ShmRemove(pb.ShmRemoveRequest(caller=caller, shmid=42)),
+            grpc.StatusCode.NOT_FOUND,
+            "no shared memory segment with id 42",
+        ),
+    ]
+    for call, code, message in cases:
+        got_code, details = await status_of(call)
+        assert got_code is code, details
+        assert message in details

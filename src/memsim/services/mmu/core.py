@@ -20,6 +20,7 @@ from memsim.services.mmu.errors import (
     InvalidRequest,
     NoMemory,
     NoSuchProcess,
+    NoSuchSegment,
     PermissionDenied,
     ProcessDead,
 )
@@ -42,6 +43,10 @@ INIT_PID = 1
 
 # What a planned page needs.
 NEW, ZERO, COW, REUSE, HIT, SWAPIN = "new", "zero", "cow", "reuse", "hit", "swapin"
+# A page of a shared memory segment: already in the segment, or new to it.
+SHM, SHM_NEW = "shm", "shmnew"
+# SHMMAX of 2.6: the largest segment.
+SHMMAX = 0x2000000
 DEF_PRIORITY = 12
 
 
@@ -62,7 +67,7 @@ class AccessPlan:
 
     @property
     def frames_needed(self) -> int:
-        return sum(1 for _, kind in self.pages if kind in (NEW, COW, SWAPIN))
+        return sum(1 for _, kind in self.pages if kind in (NEW, COW, SWAPIN, SHM_NEW))
 
     def swap_slots(self, ptes: dict[int, int]) -> dict[int, int]:
         """vpn -> swap slot of every page this plan swaps in."""
@@ -85,6 +90,18 @@ class Released:
         self.tables += other.tables
         self.slots += other.slots
         self.blocks += other.blocks
+
+
+@dataclass
+class ShmSegment:
+    """A System V shared memory segment: its frames outlive any one mapping."""
+
+    shmid: int
+    key: int
+    pages: int
+    uid: int
+    frames: dict[int, int] = field(default_factory=dict)  # page in segment -> pfn
+    removed: bool = False  # IPC_RMID: destroyed once nobody has it attached
 
 
 @dataclass
@@ -117,6 +134,10 @@ class Mmu:
         self.swap_events = {"pswpin": 0, "pswpout": 0}
         # uClinux: no page tables, one address space, no protection.
         self.nommu = not profile.mmu
+        self.shm: dict[int, ShmSegment] = {}
+        self.shm_keys: dict[int, int] = {}  # key -> shmid; IPC_PRIVATE (0) is never listed
+        self.shm_frames: dict[int, int] = {}  # pfn -> shmid
+        self._next_shmid = 0
         # Bytes of frames that were written; unwritten frames read as zeros.
         self.data: dict[int, bytearray] = {}
         self.clock_ms = 0
@@ -294,11 +315,14 @@ class Mmu:
     def _unmap(self, proc: Process, start: int, end: int) -> Released:
         mm = proc.mm
         released = Released()
+        segments = {a.shm for a in mm.space.overlapping(start, end) if a.shm is not None}
         for lo, hi in mm.space.unmap(start, end):
             released.extend(self._drop_ptes(proc, lo, hi))
         spans = [(x.start, x.end) for x in mm.space]
         for key in mm.pt.tables_left_empty(spans):
             released.tables.append(mm.pt.tables.pop(key))
+        for shmid in segments:
+            released.extend(self._shm_maybe_destroy(shmid))
         return released
 
     def _drop_ptes(self, proc: Process, lo: int, hi: int) -> Released:
@@ -317,6 +341,8 @@ class Mmu:
             if pte & pt.PTE_SWAP:
                 if self.swap.put(pt.pte_pfn(pte)):
                     released.slots.append(pt.pte_pfn(pte))
+            elif pte >> pt.PTE_SHIFT in self.shm_frames and not pte & pt.PTE_ZERO:
+                mm.note_rss(-1)  # the segment keeps the frame
             elif not pte & pt.PTE_ZERO:
                 mm.note_rss(-1)
                 if self._put_frame(pt.pte_pfn(pte), owner(proc.pid, vpn)):
@@ -386,6 +412,97 @@ class Mmu:
         mm.brk = new_brk
         mm.note_vm()
         return mm.brk, released
+
+    # -- System V shared memory (ipc/shm.c) ---------------------------------------------
+
+    def shmget(self, proc: Process, key: int, size: int, create: bool) -> int:
+        if key < 0 or size < 0:
+            raise InvalidRequest(f"shmget: key {key} and size {size} must not be negative")
+        shmid = self.shm_keys.get(key) if key else None
+        if shmid is not None:
+            segment = self.shm[shmid]
+            if size > segment.pages * self.page_size:
+                raise InvalidRequest(
+                    f"shmget: segment {key:#x} has {segment.pages} pages, "
+                    f"fewer than {size} bytes (EINVAL)"
+                )
+            return shmid
+        if key and not create:
+            raise NoSuchSegment(
+                f"shmget: no segment with key {key:#x} (ENOENT; ask with create to make one)"
+            )
+        if not 0 < size <= SHMMAX:
+            raise InvalidRequest(f"shmget: size {size} is outside 1..SHMMAX ({SHMMAX})")
+        shmid = self._next_shmid
+        self._next_shmid += 1
+        pages = (size + self.page_size - 1) >> self.page_shift
+        self.shm[shmid] = ShmSegment(shmid, key, pages, proc.uid)
+        if key:
+            self.shm_keys[key] = shmid
+        return shmid
+
+    def _segment(self, shmid: int) -> ShmSegment:
+        segment = self.shm.get(shmid)
+        if segment is None or segment.removed:
+            raise NoSuchSegment(f"no shared memory segment with id {shmid} (EINVAL)")
+        return segment
+
+    def shmat(self, proc: Process, shmid: int, addr: int, read_only: bool) -> int:
+        if self.nommu:
+            raise InvalidRequest("shmat: memsim's System V segments need an MMU")
+        segment = self._segment(shmid)
+        if addr:
+            start, end = self._pages(addr, segment.pages << self.page_shift, "shmat")
+            if not proc.mm.space.is_free(start, end):
+                raise InvalidRequest(
+                    f"shmat: [{addr:#x}, {end << self.page_shift:#x}) is already mapped (EINVAL)"
+                )
+        else:
+            found = proc.mm.space.unmapped_area(segment.pages, self.mmap_base, 1)
+            if found is None:
+                raise NoMemory(f"shmat: no free range of {segment.pages} pages")
+            start = found
+        prot = v.PROT_READ if read_only else v.PROT_READ | v.PROT_WRITE
+        proc.mm.space.insert(
+            Vma(
+                start,
+                start + segment.pages,
+                prot,
+                shared=True,
+                name=f"/SYSV{segment.key:08x} (deleted)",
+                shm=shmid,
+            )
+        )
+        proc.mm.note_vm()
+        return start << self.page_shift
+
+    def shmdt(self, proc: Process, addr: int) -> Released:
+        vma = proc.mm.space.find(addr >> self.page_shift) if addr % self.page_size == 0 else None
+        if vma is None or vma.shm is None or vma.start << self.page_shift != addr:
+            raise InvalidRequest(f"shmdt: no shared memory segment is attached at {addr:#x}")
+        return self._unmap(proc, vma.start, vma.end)
+
+    def shmrm(self, proc: Process, shmid: int) -> Released:
+        """shmctl(IPC_RMID): the key goes at once, the segment when nobody has it."""
+        segment = self._segment(shmid)
+        if proc.uid not in (0, segment.uid) and "CAP_SYS_ADMIN" not in proc.capabilities:
+            raise PermissionDenied(f"shmctl: segment {shmid} belongs to uid {segment.uid}")
+        segment.removed = True
+        self.shm_keys.pop(segment.key, None)
+        return self._shm_maybe_destroy(shmid)
+
+    def _shm_maybe_destroy(self, shmid: int) -> Released:
+        segment = self.shm.get(shmid)
+        if segment is None or not segment.removed:
+            return Released()
+        if any(a.shm == shmid for p in self.alive() for a in p.mm.space):
+            return Released()
+        del self.shm[shmid]
+        frames = list(segment.frames.values())
+        for frame in frames:
+            del self.shm_frames[frame]
+            self.data.pop(frame, None)
+        return Released(frames=frames)
 
     # -- no MMU (uClinux) --------------------------------------------------------------
 
@@ -487,7 +604,11 @@ class Mmu:
                 plan.segfault = Segfault(at, f"read of a {vma.perms} mapping")
                 break
             pte = ptes.get(vpn)
-            if pte is None:
+            if pte is None and vma.shm is not None:  # shmem_fault: the segment's page
+                in_segment = vpn - vma.start + vma.pgoff in self.shm[vma.shm].frames
+                plan.pages.append((vpn, SHM if in_segment else SHM_NEW))
+                new_vpns.append(vpn)
+            elif pte is None:
                 plan.pages.append((vpn, NEW if write else ZERO))
                 new_vpns.append(vpn)
             elif pte & pt.PTE_SWAP:
@@ -526,6 +647,23 @@ class Mmu:
             if kind == ZERO:
                 minor += 1
                 ptes[vpn] = pt.PTE_PRESENT | pt.PTE_ZERO | pt.PTE_ACCESSED
+                continue
+            if kind in (SHM, SHM_NEW):
+                minor += 1
+                area = mm.space.find(vpn)
+                assert area is not None
+                assert area.shm is not None
+                segment = self.shm[area.shm]
+                index = vpn - area.start + area.pgoff
+                if index not in segment.frames:  # SHM_NEW (or SHM gone meanwhile)
+                    frame = spare.pop()
+                    segment.frames[index] = frame
+                    self.shm_frames[frame] = segment.shmid
+                writable = pt.PTE_WRITE if area.prot & v.PROT_WRITE else 0
+                ptes[vpn] = pt.make_pte(
+                    segment.frames[index], pt.PTE_PRESENT | pt.PTE_ACCESSED | writable
+                )
+                mm.note_rss(1)
                 continue
             old = ptes.get(vpn)
             if (
@@ -653,7 +791,9 @@ class Mmu:
                 pte &= ~pt.PTE_WRITE
                 pptes[vpn] = pte
             cptes[vpn] = pte
-            if not pte & pt.PTE_ZERO:
+            if pte >> pt.PTE_SHIFT in self.shm_frames and not pte & pt.PTE_ZERO:
+                mm.note_rss(1)  # the segment's frame: mapped once more
+            elif not pte & pt.PTE_ZERO:
                 pfn = pt.pte_pfn(pte)
                 sharers = self.sharers.setdefault(pfn, [owner(parent.pid, vpn)])
                 sharers.append(owner(child.pid, vpn))
@@ -667,12 +807,15 @@ class Mmu:
         released = Released()
         for start in list(mm.blocks):
             released.extend(self._drop_block(proc, start))
+        segments = {a.shm for a in mm.space if a.shm is not None}
         for vma in list(mm.space):
             released.extend(self._drop_ptes(proc, vma.start, vma.end))
         mm.space = AddressSpace()
         released.tables += list(mm.pt.tables.values())
         mm.pt.tables.clear()
         proc.alive = False
+        for shmid in segments:
+            released.extend(self._shm_maybe_destroy(shmid))
         proc.exit_signal = signal
         for pid in proc.children:  # orphans go to init
             child = self.processes.get(pid)

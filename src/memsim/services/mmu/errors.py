@@ -23,5 +23,9 @@ class ProcessDead(MmuError):
     """The process has exited or was killed."""
 
 
+class NoSuchSegment(MmuError):
+    """No shared memory segment with that key or id (ENOENT, EINVAL)."""
+
+
 class NoMemory(MmuError):
     """No room in the address space, or no frames to be had (ENOMEM)."""

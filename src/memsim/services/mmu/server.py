@@ -18,6 +18,7 @@ from memsim.services.mmu.errors import (
     InvalidRequest,
     NoMemory,
     NoSuchProcess,
+    NoSuchSegment,
     PermissionDenied,
     ProcessDead,
 )
@@ -34,6 +35,7 @@ from memsim.zone.v1 import zone_pb2_grpc
 STATUS: dict[type[Exception], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     NoSuchProcess: grpc.StatusCode.NOT_FOUND,
+    NoSuchSegment: grpc.StatusCode.NOT_FOUND,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     ProcessDead: grpc.StatusCode.FAILED_PRECONDITION,
     NoMemory: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -191,6 +193,44 @@ class MmuServicer(mmu_pb2_grpc.MmuServicer):
         return pb.ListProcessesResponse(
             processes=[process_info(self.mmu, p) for p in procs], page_size_bytes=self.mmu.page_size
         )
+
+    @translate
+    async def ShmGet(self, request: pb.ShmGetRequest, context: Context) -> pb.ShmGetResponse:
+        shmid = await self.service.shmget(
+            request.caller.pid,
+            request.caller.token,
+            request.key,
+            request.size_bytes,
+            request.create,
+        )
+        return pb.ShmGetResponse(shmid=shmid)
+
+    @translate
+    async def ShmAttach(
+        self, request: pb.ShmAttachRequest, context: Context
+    ) -> pb.ShmAttachResponse:
+        address = await self.service.shmat(
+            request.caller.pid,
+            request.caller.token,
+            request.shmid,
+            request.address,
+            request.read_only,
+        )
+        return pb.ShmAttachResponse(address=address)
+
+    @translate
+    async def ShmDetach(
+        self, request: pb.ShmDetachRequest, context: Context
+    ) -> pb.ShmDetachResponse:
+        freed = await self.service.shmdt(request.caller.pid, request.caller.token, request.address)
+        return pb.ShmDetachResponse(freed_pages=freed)
+
+    @translate
+    async def ShmRemove(
+        self, request: pb.ShmRemoveRequest, context: Context
+    ) -> pb.ShmRemoveResponse:
+        freed = await self.service.shmrm(request.caller.pid, request.caller.token, request.shmid)
+        return pb.ShmRemoveResponse(freed_pages=freed)
 
     @translate
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.MmuStats:

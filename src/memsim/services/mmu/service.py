@@ -160,6 +160,24 @@ class MmuService:
             )
             return await self._give_back(released, self.cpu_of(proc))
 
+    async def shmget(self, pid: int, token: str, key: int, size: int, create: bool) -> int:
+        async with self._locks[pid]:
+            return self.mmu.shmget(self.mmu.process(pid, token), key, size, create)
+
+    async def shmat(self, pid: int, token: str, shmid: int, addr: int, read_only: bool) -> int:
+        async with self._locks[pid]:
+            return self.mmu.shmat(self.mmu.process(pid, token), shmid, addr, read_only)
+
+    async def shmdt(self, pid: int, token: str, addr: int) -> int:
+        async with self._locks[pid]:
+            proc = self.mmu.process(pid, token)
+            return await self._give_back(self.mmu.shmdt(proc, addr), self.cpu_of(proc))
+
+    async def shmrm(self, pid: int, token: str, shmid: int) -> int:
+        async with self._locks[pid]:
+            proc = self.mmu.process(pid, token)
+            return await self._give_back(self.mmu.shmrm(proc, shmid), self.cpu_of(proc))
+
     async def mprotect(self, pid: int, token: str, addr: int, length: int, prot: int) -> None:
         async with self._locks[pid]:
             self.mmu.mprotect(self.mmu.process(pid, token), addr, length, prot)
