@@ -7,8 +7,10 @@ client cannot express) and the typed BuddyClient.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -17,11 +19,17 @@ import pytest_asyncio
 from memsim.buddy.v1 import buddy_pb2 as pb
 from memsim.buddy.v1 import buddy_pb2_grpc
 from memsim.common.v1 import common_pb2
+from memsim.profiles.loader import load_profile
 from memsim.runtime.channel import open_channel
 from memsim.runtime.server import RunningServer, start_server
 from memsim.services.buddy.allocator import BuddyAllocator
 from memsim.services.buddy.client import BuddyClient
 from memsim.services.buddy.server import buddy_service
+from memsim.services.mmu.config import MmuConfig
+from memsim.services.mmu.server import mmu_service
+from memsim.services.zone.client import ZoneClient
+from memsim.services.zone.config import ZoneConfig
+from memsim.services.zone.server import zone_service
 
 if TYPE_CHECKING:
     from memsim.buddy.v1.buddy_pb2_grpc import BuddyAllocatorAsyncStub
@@ -96,3 +104,38 @@ async def machine(buddy: BuddyHarness) -> BuddyHarness:
     for node, zone, start_pfn, pages in (DMA, NORMAL):
         await buddy.client.create_arena(node, zone, start_pfn, pages)
     return buddy
+
+
+@dataclass
+class MmuStack:
+    """Zone and MMU servers in process over a buddy fixture, with channels to both."""
+
+    buddy: BuddyHarness
+    zone: ZoneClient
+    mmu_channel: grpc.aio.Channel
+
+    async def buddy_state(self) -> list[list[int]]:
+        """buddyinfo once the per-CPU lists are drained: what "back to boot" compares."""
+        await self.zone.drain()
+        return [list(a.nr_free) for a in await self.buddy.client.buddyinfo()]
+
+
+@contextlib.asynccontextmanager
+async def mmu_stack(
+    buddy: BuddyHarness, data_dir: Path, swap_bytes: int, mem: str = "64M"
+) -> AsyncIterator[MmuStack]:
+    """x86_32 with `mem` of RAM and `swap_bytes` of swap."""
+    profile = load_profile("x86_32", mem=mem)
+    zone = await start_server(
+        zone_service(ZoneConfig(profile, buddy.running.address)), "127.0.0.1:0", None
+    )
+    config = MmuConfig(profile, zone.address, swap_bytes=swap_bytes, data_dir=data_dir)
+    mmu = await start_server(mmu_service(config), "127.0.0.1:0", None)
+    zone_channel, mmu_channel = open_channel(zone.address), open_channel(mmu.address)
+    try:
+        yield MmuStack(buddy, ZoneClient(zone_channel), mmu_channel)
+    finally:
+        await mmu_channel.close(None)
+        await zone_channel.close(None)
+        await mmu.stop(0)  # before zone, and zone before the buddy fixture stops buddy
+        await zone.stop(0)

@@ -22,15 +22,8 @@ from memsim.clients.process.process import (
     SegmentationFault,
 )
 from memsim.mmu.v1 import mmu_pb2_grpc
-from memsim.profiles.loader import load_profile
-from memsim.runtime.channel import open_channel
-from memsim.runtime.server import start_server
-from memsim.services.mmu.config import MmuConfig
-from memsim.services.mmu.server import mmu_service
 from memsim.services.zone.client import ZoneClient
-from memsim.services.zone.config import ZoneConfig
-from memsim.services.zone.server import zone_service
-from tests.integration.conftest import BuddyHarness
+from tests.integration.conftest import BuddyHarness, MmuStack, mmu_stack
 
 PAGE = 4096
 MIB = 1 << 20
@@ -41,30 +34,18 @@ class Machine:
     channel: grpc.aio.Channel
     zone: ZoneClient
     buddy: BuddyHarness
+    stack: MmuStack
 
 
 @pytest_asyncio.fixture
 async def machine(buddy: BuddyHarness, tmp_path: Path) -> AsyncIterator[Machine]:
     """x86_32 with 64 MiB of RAM and 16 MiB of swap."""
-    profile = load_profile("x86_32", mem="64M")
-    zone = await start_server(
-        zone_service(ZoneConfig(profile, buddy.running.address)), "127.0.0.1:0", None
-    )
-    config = MmuConfig(profile, zone.address, swap_bytes=16 << 20, data_dir=tmp_path)
-    mmu = await start_server(mmu_service(config), "127.0.0.1:0", None)
-    zone_channel, mmu_channel = open_channel(zone.address), open_channel(mmu.address)
-    try:
-        yield Machine(mmu_channel, ZoneClient(zone_channel), buddy)
-    finally:
-        await mmu_channel.close(None)
-        await zone_channel.close(None)
-        await mmu.stop(0)
-        await zone.stop(0)
+    async with mmu_stack(buddy, tmp_path, swap_bytes=16 << 20) as stack:
+        yield Machine(stack.mmu_channel, stack.zone, buddy, stack)
 
 
 async def buddy_state(m: Machine) -> list[list[int]]:
-    await m.zone.drain()
-    return [list(a.nr_free) for a in await m.buddy.client.buddyinfo()]
+    return await m.stack.buddy_state()
 
 
 async def test_write_read_round_trip_across_pages(machine: Machine) -> None:
