@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from bench.report import Report, Result
-from memsim.clients.cli.processes import start_service, stop_pid
+from bench.services import running
 from memsim.echo.v1 import echo_pb2, echo_pb2_grpc
+from memsim.profiles.loader import load_profile
 from memsim.runtime.channel import open_channel
 from memsim.services.buddy.client import BuddyClient
 
@@ -130,14 +129,5 @@ async def _measure(report: Report, echo_addr: str, buddy_addr: str) -> None:
 
 def run(report: Report) -> None:
     print("buddy over gRPC (own processes, against echo)")
-
-    with tempfile.TemporaryDirectory(prefix="memsim-bench-") as tmp:
-        echo = start_service("echo", Path(tmp), ephemeral_ports=True, peers={})
-        try:
-            buddy = start_service("buddy", Path(tmp), ephemeral_ports=True, peers={})
-            try:
-                asyncio.run(_measure(report, echo.address, buddy.address))
-            finally:
-                stop_pid(buddy.pid)
-        finally:
-            stop_pid(echo.pid)
+    with running(load_profile("x86_32"), "echo", "buddy") as services:
+        asyncio.run(_measure(report, services["echo"].address, services["buddy"].address))

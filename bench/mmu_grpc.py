@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 from bench.buddy_grpc import ROUNDS, _calls_per_second
 from bench.report import Report, Result
-from memsim.clients.cli.machine import profile_env
-from memsim.clients.cli.processes import start_service, stop_pid
+from bench.services import running
 from memsim.echo.v1 import echo_pb2, echo_pb2_grpc
 from memsim.mmu.v1 import mmu_pb2 as pb
 from memsim.mmu.v1 import mmu_pb2_grpc
@@ -159,39 +156,7 @@ async def _measure(report: Report, echo_addr: str, mmu_addr: str, page: int) -> 
 def run(report: Report) -> None:
     print(f"mmu over gRPC (own processes, {PROFILE} {MEM}, against echo)")
     profile = load_profile(PROFILE, mem=MEM)
-
-    with tempfile.TemporaryDirectory(prefix="memsim-bench-") as tmp:
-        run_dir = Path(tmp)
-        echo = start_service("echo", run_dir, ephemeral_ports=True, peers={})
-        try:
-            buddy = start_service("buddy", run_dir, ephemeral_ports=True, peers={})
-            try:
-                zone = start_service(
-                    "zone",
-                    run_dir,
-                    ephemeral_ports=True,
-                    peers={"buddy": buddy.address},
-                    extra_env=profile_env(profile),
-                )
-                try:
-                    mmu = start_service(
-                        "mmu",
-                        run_dir,
-                        ephemeral_ports=True,
-                        peers={"zone": zone.address},
-                        extra_env={
-                            **profile_env(profile),
-                            "MEMSIM_DATA_DIR": str(run_dir),
-                            "MEMSIM_SWAP": "0",
-                        },
-                    )
-                    try:
-                        asyncio.run(_measure(report, echo.address, mmu.address, profile.page_size))
-                    finally:
-                        stop_pid(mmu.pid)
-                finally:
-                    stop_pid(zone.pid)
-            finally:
-                stop_pid(buddy.pid)
-        finally:
-            stop_pid(echo.pid)
+    with running(profile, "echo", "buddy", "zone", "mmu") as services:
+        asyncio.run(
+            _measure(report, services["echo"].address, services["mmu"].address, profile.page_size)
+        )

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import tempfile
-from pathlib import Path
 
 from bench.buddy_grpc import ROUNDS, _calls_per_second
 from bench.report import Report, Result
-from memsim.clients.cli.machine import profile_env
-from memsim.clients.cli.processes import start_service, stop_pid
+from bench.services import running
 from memsim.echo.v1 import echo_pb2, echo_pb2_grpc
 from memsim.profiles.loader import load_profile
 from memsim.runtime.channel import open_channel
@@ -78,25 +75,5 @@ async def _measure(report: Report, echo_addr: str, zone_addr: str) -> None:
 
 def run(report: Report) -> None:
     print(f"zone over gRPC (own processes, {PROFILE}, against echo)")
-
-    with tempfile.TemporaryDirectory(prefix="memsim-bench-") as tmp:
-        run_dir = Path(tmp)
-        echo = start_service("echo", run_dir, ephemeral_ports=True, peers={})
-        try:
-            buddy = start_service("buddy", run_dir, ephemeral_ports=True, peers={})
-            try:
-                zone = start_service(
-                    "zone",
-                    run_dir,
-                    ephemeral_ports=True,
-                    peers={"buddy": buddy.address},
-                    extra_env=profile_env(load_profile(PROFILE)),
-                )
-                try:
-                    asyncio.run(_measure(report, echo.address, zone.address))
-                finally:
-                    stop_pid(zone.pid)
-            finally:
-                stop_pid(buddy.pid)
-        finally:
-            stop_pid(echo.pid)
+    with running(load_profile(PROFILE), "echo", "buddy", "zone") as services:
+        asyncio.run(_measure(report, services["echo"].address, services["zone"].address))

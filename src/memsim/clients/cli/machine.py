@@ -15,7 +15,7 @@ from memsim.clients.cli.state import MachineState, run_dir
 from memsim.profiles.loader import MachineProfile
 
 # Start order: a service starts after every service it asks.
-SERVICES: tuple[str, ...] = ("buddy", "zone")
+SERVICES: tuple[str, ...] = ("buddy", "zone", "mmu")
 
 
 def running_machine() -> MachineState | None:
@@ -29,17 +29,31 @@ def running_machine() -> MachineState | None:
     return None
 
 
-def profile_env(profile: MachineProfile) -> dict[str, str]:
-    """What the zone service boots: the profile with every option resolved."""
+def default_swap_bytes(profile: MachineProfile) -> int:
+    """Half of RAM, as the MMU service assumes; none without an MMU (uClinux has no swap)."""
+    return profile.mem_bytes // 2 if profile.mmu else 0
+
+
+def profile_env(profile: MachineProfile, swap_bytes: int | None = None) -> dict[str, str]:
+    """What the services boot: the profile with every option resolved, the size of
+    the MMU's swap area and the directory its swap file lives in."""
     return {
         "MEMSIM_PROFILE": profile.name,
         "MEMSIM_MEM": str(profile.mem_bytes),
         "MEMSIM_PAGE_SIZE": str(profile.page_size),
         "MEMSIM_MAX_ORDER": str(profile.max_order),
+        "MEMSIM_SWAP": str(default_swap_bytes(profile) if swap_bytes is None else swap_bytes),
+        "MEMSIM_DATA_DIR": str(run_dir() / "data"),
     }
 
 
-def bring_up(profile: MachineProfile, *, ephemeral_ports: bool, detached: bool) -> MachineState:
+def bring_up(
+    profile: MachineProfile,
+    *,
+    ephemeral_ports: bool,
+    detached: bool,
+    swap_bytes: int | None = None,
+) -> MachineState:
     existing = running_machine()
     if existing is not None:
         pids = ", ".join(str(s.pid) for s in existing.services.values())
@@ -56,7 +70,7 @@ def bring_up(profile: MachineProfile, *, ephemeral_ports: bool, detached: bool) 
                 run_dir(),
                 ephemeral_ports=ephemeral_ports,
                 peers=peers,
-                extra_env=profile_env(profile),
+                extra_env=profile_env(profile, swap_bytes),
             )
             state.services[name] = record
             peers[name] = record.address

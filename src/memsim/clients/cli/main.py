@@ -16,14 +16,16 @@ from rich.console import Console
 from rich.table import Table
 
 from memsim.clients.cli.demo import run_demo
-from memsim.clients.cli.machine import bring_up, running_machine, tear_down
+from memsim.clients.cli.machine import bring_up, default_swap_bytes, running_machine, tear_down
 from memsim.clients.cli.processes import LaunchError, check_serving, is_alive
-from memsim.clients.cli.procfiles import PROC_FILES, Clients, free
-from memsim.clients.cli.state import MachineState
+from memsim.clients.cli.procfiles import FILE_NAMES, Clients, free, proc_file, ps
+from memsim.clients.cli.state import MachineState, run_dir
 from memsim.profiles.loader import ProfileError, available_profiles, load_profile
+from memsim.profiles.sizes import format_size, parse_size
 from memsim.runtime.channel import open_channel
 from memsim.runtime.config import peer_address
 from memsim.services.buddy.client import BuddyClient
+from memsim.services.mmu.client import MmuClient
 from memsim.services.zone.client import ZoneClient
 
 app = typer.Typer(
@@ -64,6 +66,10 @@ def up(
     mem: Annotated[str | None, typer.Option(help="Memory size, e.g. 64M, 1G, 1T.")] = None,
     page_size: Annotated[str | None, typer.Option(help="Page size: 4K, 8K, 16K or 64K.")] = None,
     max_order: Annotated[int | None, typer.Option(help="MAX_ORDER of every zone.")] = None,
+    swap: Annotated[
+        str | None,
+        typer.Option(help="Size of the MMU's swap area, e.g. 512M or 0 [default: half of --mem]."),
+    ] = None,
     detach: Annotated[
         bool,
         typer.Option(
@@ -84,7 +90,13 @@ def up(
     except ProfileError as exc:
         raise fail(str(exc)) from None
     try:
-        state = bring_up(machine, ephemeral_ports=ephemeral_ports, detached=detach)
+        swap_bytes = default_swap_bytes(machine) if swap is None else parse_size(swap)
+    except ValueError as exc:
+        raise fail(f"--swap: {exc}") from None
+    try:
+        state = bring_up(
+            machine, ephemeral_ports=ephemeral_ports, detached=detach, swap_bytes=swap_bytes
+        )
     except LaunchError as exc:
         raise fail(str(exc)) from None
     print(f"memsim: machine {state.summary} is up")
@@ -93,6 +105,9 @@ def up(
             f"  {record.name:8} {record.address:22} pid {record.pid:<8} "
             f"metrics http://{record.metrics_address}/metrics"
         )
+    print(
+        f"  swap     {format_size(swap_bytes) if swap_bytes else 'none'}, file in {run_dir()}/data"
+    )
     stop = None if detach else _StopRequest()
     if demo:
         asyncio.run(_with_clients(state, _demo))
@@ -119,8 +134,9 @@ async def _with_clients(
     async with (
         open_channel(_address(state, "buddy")) as buddy,
         open_channel(_address(state, "zone")) as zone,
+        open_channel(_address(state, "mmu")) as mmu,
     ):
-        return await use(Clients(BuddyClient(buddy), ZoneClient(zone)))
+        return await use(Clients(BuddyClient(buddy), ZoneClient(zone), MmuClient(mmu)))
 
 
 class _StopRequest:
@@ -195,15 +211,112 @@ def status() -> None:
 
 
 @app.command("cat")
-def cat(path: Annotated[str, typer.Argument(help="One of: " + ", ".join(PROC_FILES))]) -> None:
+def cat(
+    path: Annotated[
+        str, typer.Argument(help="One of: " + ", ".join(FILE_NAMES) + " (PID: a process id)")
+    ],
+) -> None:
     """Print a /proc or debugfs file of the machine in the kernel's own format."""
-    produce = PROC_FILES.get(path)
+    produce = proc_file(path)
     if produce is None:
-        raise fail(f"cat: {path}: No such file (memsim serves {', '.join(PROC_FILES)})")
+        raise fail(f"cat: {path}: No such file (memsim serves {', '.join(FILE_NAMES)})")
     _read(produce, f"cat: {path}")
 
 
 @app.command("free")
-def free_command() -> None:
-    """Memory in KiB as free(1) shows it: total, used and free so far."""
-    _read(free, "free")
+def free_command(
+    bytes_: Annotated[bool, typer.Option("-b", "--bytes", help="Show bytes.")] = False,
+    kilo: Annotated[bool, typer.Option("-k", "--kilo", help="Show KiB (the default).")] = False,
+    mega: Annotated[bool, typer.Option("-m", "--mega", help="Show MiB.")] = False,
+    giga: Annotated[bool, typer.Option("-g", "--giga", help="Show GiB.")] = False,
+    human: Annotated[
+        bool, typer.Option("-h", "--human", help="Show B, K, M, G or T, whichever fits.")
+    ] = False,
+) -> None:
+    """Used and free memory and swap as free(1) of procps shows them."""
+    chosen = [u for u, on in zip("bkmgh", (bytes_, kilo, mega, giga, human), strict=True) if on]
+    if len(chosen) > 1:
+        raise fail("free: give at most one of -b, -k, -m, -g and -h")
+    unit = chosen[0] if chosen else "k"
+
+    async def produce(c: Clients) -> str:
+        return await free(c, unit)
+
+    _read(produce, "free")
+
+
+@app.command("ps")
+def ps_command() -> None:
+    """Every live process as `ps aux` shows it: PID, USER, VSZ and RSS in KiB, %MEM, COMMAND."""
+    _read(ps, "ps")
+
+
+# kill(1)'s names for the signals memsim delivers; numbers go to the MMU as they are.
+SIGNAL_NAMES = {"KILL": 9, "SIGKILL": 9, "SEGV": 11, "SIGSEGV": 11}
+
+
+def _signal_number(spec: str) -> int:
+    if spec.isdigit():
+        return int(spec)
+    number = SIGNAL_NAMES.get(spec.upper())
+    if number is None:
+        raise fail(
+            f"kill: {spec}: invalid signal specification (memsim delivers KILL (9) and SEGV (11))"
+        )
+    return number
+
+
+@app.command(
+    "kill",
+    context_settings={"ignore_unknown_options": True},
+)
+def kill_command(
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            help="[-SIGNAL | -s SIGNAL] PID...: SIGNAL is 9, KILL, SIGKILL, 11, SEGV or SIGSEGV.",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Send a signal to processes of the machine, as kill(1).
+
+    memsim delivers only SIGKILL and SIGSEGV, so the default is KILL (kill(1)'s
+    is TERM). init (pid 1) cannot be killed. On an error the MMU's message is
+    printed and the exit status is 1.
+    """
+    words = list(args)
+    signal_number = 9
+    if words and words[0] == "-s":
+        if len(words) < 2:
+            raise fail("kill: -s needs a signal name or number")
+        signal_number = _signal_number(words[1])
+        words = words[2:]
+    elif words and words[0].startswith("-") and words[0] != "--":
+        signal_number = _signal_number(words[0][1:])
+        words = words[1:]
+    if words and words[0] == "--":
+        words = words[1:]
+    if not words:
+        raise fail("kill: usage: memsim kill [-SIGNAL | -s SIGNAL] PID...")
+    pids = []
+    for word in words:
+        if not word.isdigit() or int(word) >= 1 << 31:
+            raise fail(f"kill: {word}: arguments must be process ids")
+        pids.append(int(word))
+
+    async def send(c: Clients) -> str:
+        errors = []
+        for pid in pids:
+            try:
+                await c.mmu.kill(pid, signal_number)
+            except grpc.aio.AioRpcError as exc:
+                errors.append(f"memsim: kill: ({pid}) - {exc.details()}")
+        return "\n".join(errors)
+
+    state = running_machine()
+    _address(state, "mmu")
+    errors = asyncio.run(_with_clients(state, send))
+    if errors:
+        typer.echo(errors, err=True)
+        raise typer.Exit(1)

@@ -1,25 +1,34 @@
-"""`memsim cat PATH` and `memsim free`: the files of /proc and debugfs that the
-machine serves, each produced from the services that own the facts."""
+"""`memsim cat PATH`, `memsim free` and `memsim ps`: the files of /proc and
+debugfs that the machine serves, each produced from the services that own the
+facts (zone and buddy for physical memory, mmu for processes and swap)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from memsim.mmu.v1 import mmu_pb2
 from memsim.procfs.buddyinfo import format_buddyinfo
 from memsim.procfs.extfrag import format_index_file
 from memsim.procfs.free import format_free
+from memsim.procfs.maps import MapsEntry, format_maps
+from memsim.procfs.meminfo import MemInfo, format_meminfo
+from memsim.procfs.status import ProcessStatus, format_status
 from memsim.procfs.vmstat import format_vmstat
 from memsim.procfs.zoneinfo import format_zoneinfo
 from memsim.services.buddy.client import BuddyClient
+from memsim.services.mmu.client import MmuClient
 from memsim.services.zone.client import ZoneClient
 from memsim.services.zone.vmstat import NUMA_STAT_ITEMS, ZONE_STAT_ITEMS
+from memsim.zone.v1 import zone_pb2
 
 
 @dataclass
 class Clients:
     buddy: BuddyClient
     zone: ZoneClient
+    mmu: MmuClient
 
 
 async def buddyinfo(c: Clients) -> str:
@@ -51,19 +60,221 @@ async def vmstat(c: Clients) -> str:
     return format_vmstat(await c.zone.vmstat())
 
 
-async def free(c: Clients) -> str:
-    info = await c.zone.zoneinfo()
-    kb = info.page_size_bytes // 1024
-    zones = [z for node in info.nodes for z in node.zones]
+# Profiles whose kernel is 32-bit (sizeof(void *) == 4): /proc/PID/maps pads
+# names to column 49 there, to column 73 on the 64-bit ones. uClinux boards
+# (nommu) are 32-bit too.
+WORD_32_PROFILES = frozenset({"x86_32", "nommu"})
+# CONFIG_NODES_SHIFT of x86_64 NUMA kernels: MAX_NUMNODES for Mems_allowed.
+NUMA_MAX_NUMNODES = 64
+# NR_CPUS, Kconfig's default on x86 in 2.6.24: the width of Cpus_allowed.
+NR_CPUS = 8
+# Capability numbers (include/linux/capability.h) of those memsim knows.
+CAPABILITY_BITS = {
+    "CAP_IPC_LOCK": 14,
+    "CAP_SYS_RAWIO": 17,
+    "CAP_SYS_ADMIN": 21,
+    "CAP_SYS_RESOURCE": 24,
+}
+# HPAGE_SIZE / 1024 of each profile's kernel: x86 without PAE 4 MiB, x86_64
+# 2 MiB, ppc64 16 MiB; uClinux has no hugetlbfs.
+HUGEPAGE_KB = {"x86_32": 4096, "x86_64": 2048, "numa": 2048, "ppc": 16384}
+
+
+@dataclass(frozen=True)
+class Physical:
+    """What zone knows of physical memory, in kB."""
+
+    profile: str
+    page_kb: int
+    total_kb: int
+    free_kb: int
+    high_total_kb: int
+    high_free_kb: int
+    highmem: bool
+    node_cpus: dict[int, list[int]]
+
+    @classmethod
+    def of(cls, info: zone_pb2.GetZoneInfoResponse) -> Physical:
+        kb = info.page_size_bytes // 1024
+        zones = [z for node in info.nodes for z in node.zones]
+        high = [z for z in zones if z.ref.zone == "HighMem"]
+        return cls(
+            profile=info.profile,
+            page_kb=kb,
+            total_kb=sum(z.managed_pages for z in zones) * kb,
+            free_kb=sum(z.free_pages for z in zones) * kb,
+            high_total_kb=sum(z.managed_pages for z in high) * kb,
+            high_free_kb=sum(z.free_pages for z in high) * kb,
+            highmem=bool(high),
+            node_cpus={node.node: list(node.cpus) for node in info.nodes},
+        )
+
+
+async def physical(c: Clients) -> Physical:
+    return Physical.of(await c.zone.zoneinfo())
+
+
+async def free(c: Clients, unit: str = "k") -> str:
+    """free(1): Mem from the zones, Swap from the MMU's swap area."""
+    mem = await physical(c)
+    stats = await c.mmu.stats()
+    swap_kb = stats.page_size_bytes // 1024
     return format_free(
-        sum(z.managed_pages for z in zones) * kb, sum(z.free_pages for z in zones) * kb
+        mem.total_kb,
+        mem.free_kb,
+        stats.swap_total_pages * swap_kb,
+        stats.swap_free_pages * swap_kb,
+        unit=unit,
     )
+
+
+async def meminfo(c: Clients) -> str:
+    """/proc/meminfo: zone's counts and the MMU's; what no service knows yet is 0
+    (Committed_AS and CommitLimit wait for the policy service, Slab for slab)."""
+    mem = await physical(c)
+    stats = await c.mmu.stats()
+    kb = stats.page_size_bytes // 1024
+    return format_meminfo(
+        MemInfo(
+            mem_total_kb=mem.total_kb,
+            mem_free_kb=mem.free_kb,
+            swap_cached_kb=stats.swap_cached_pages * kb,
+            active_kb=stats.active_pages * kb,
+            inactive_kb=stats.inactive_pages * kb,
+            high_total_kb=mem.high_total_kb,
+            high_free_kb=mem.high_free_kb,
+            swap_total_kb=stats.swap_total_pages * kb,
+            swap_free_kb=stats.swap_free_pages * kb,
+            anon_pages_kb=stats.anon_pages * kb,
+            page_tables_kb=stats.page_table_pages * kb,
+            highmem=mem.highmem,
+            hugetlb=mem.profile in HUGEPAGE_KB,
+            hugepagesize_kb=HUGEPAGE_KB.get(mem.profile, 0),
+        )
+    )
+
+
+def user_name(uid: int) -> str:
+    """ps's USER: memsim has one user name, root; other users show as numbers."""
+    return "root" if uid == 0 else str(uid)
+
+
+def percent_of(part_kb: int, total_kb: int) -> str:
+    """procps' %MEM: rss * 1000 / MemTotal printed as "%2u.%u" (truncated)."""
+    permille = part_kb * 1000 // total_kb if total_kb else 0
+    return f"{permille // 10}.{permille % 10}"
+
+
+PS_HEADER = f"{'PID':>5} {'USER':<8} {'VSZ':>8} {'RSS':>7} {'%MEM':>4} COMMAND\n"
+
+
+async def ps(c: Clients) -> str:
+    """ps aux's memory columns of every live process: VSZ and RSS in KiB."""
+    mem = await physical(c)
+    listing = await c.mmu.processes()
+    kb = listing.page_size_bytes // 1024
+    lines = [PS_HEADER]
+    for p in sorted(listing.processes, key=lambda p: p.pid):
+        rss_kb = p.rss_pages * kb
+        lines.append(
+            f"{p.pid:>5} {user_name(p.uid):<8} {p.vm_size_pages * kb:>8} {rss_kb:>7} "
+            f"{percent_of(rss_kb, mem.total_kb):>4} {p.name}\n"
+        )
+    return "".join(lines)
+
+
+def maps_text(info: mmu_pb2.ProcessInfo, profile: str) -> str:
+    """/proc/PID/maps of one process: anonymous memory, so device 00:00 and inode 0."""
+    bits = 32 if profile in WORD_32_PROFILES else 64
+    return format_maps(
+        (MapsEntry(v.start, v.end, v.perms, 0, 0, 0, 0, v.name) for v in info.vmas), bits
+    )
+
+
+def status_text(info: mmu_pb2.ProcessInfo, mem: Physical) -> str:
+    """/proc/PID/status of one process: page counts as kB, capabilities and
+    allowed nodes as the kernel's masks. A dead process has no mm: no Vm lines."""
+    kb = mem.page_kb
+    all_nodes = sorted(mem.node_cpus)
+    nr_cpus = max([NR_CPUS, *(cpu + 1 for cpus in mem.node_cpus.values() for cpu in cpus)])
+    nodes = list(info.nodes) or all_nodes
+    if sorted(nodes) == all_nodes:  # never restricted: CPU_MASK_ALL
+        cpus_mask = (1 << nr_cpus) - 1
+    else:
+        cpus_mask = sum(1 << cpu for n in nodes for cpu in mem.node_cpus.get(n, []))
+    caps = sum(1 << CAPABILITY_BITS[cap] for cap in info.capabilities if cap in CAPABILITY_BITS)
+    return format_status(
+        ProcessStatus(
+            name=info.name,
+            state=info.state,
+            pid=info.pid,
+            ppid=info.ppid,
+            tgid=info.pid,
+            uid=info.uid,
+            gid=info.uid,  # memsim has no groups: each user its own, as useradd makes
+            vm_peak_kb=info.vm_peak_pages * kb,
+            vm_size_kb=info.vm_size_pages * kb,
+            vm_lck_kb=0,
+            vm_hwm_kb=info.hiwater_rss_pages * kb,
+            vm_rss_kb=info.rss_pages * kb,
+            vm_data_kb=info.data_pages * kb,
+            vm_stk_kb=info.stack_pages * kb,
+            vm_exe_kb=info.exe_pages * kb,
+            vm_lib_kb=0,
+            vm_pte_kb=info.pte_pages * kb,
+            vm_swap_kb=info.swap_pages * kb,
+            threads=1,
+            cap_inh=0,
+            cap_prm=caps,
+            cap_eff=caps,
+            cpus_allowed=cpus_mask,
+            mems_allowed=sum(1 << n for n in nodes),
+            nr_cpus=nr_cpus,
+            max_numnodes=1 if len(all_nodes) == 1 else NUMA_MAX_NUMNODES,
+            has_mm=info.state != "X",
+        )
+    )
+
+
+async def process_maps(c: Clients, pid: int) -> str:
+    mem = await physical(c)
+    return maps_text(await c.mmu.process(pid), mem.profile)
+
+
+async def process_status(c: Clients, pid: int) -> str:
+    mem = await physical(c)
+    return status_text(await c.mmu.process(pid), mem)
 
 
 PROC_FILES: dict[str, Callable[[Clients], Awaitable[str]]] = {
     "/proc/buddyinfo": buddyinfo,
+    "/proc/meminfo": meminfo,
     "/proc/zoneinfo": zoneinfo,
     "/proc/vmstat": vmstat,
     "/sys/kernel/debug/extfrag/unusable_index": unusable_index,
     "/sys/kernel/debug/extfrag/extfrag_index": extfrag_index,
 }
+
+# /proc/PID/<file>: the files of one process.
+PID_FILES: dict[str, Callable[[Clients, int], Awaitable[str]]] = {
+    "maps": process_maps,
+    "status": process_status,
+}
+_PID_PATH = re.compile(r"/proc/(\d+)/([a-z_]+)")
+FILE_NAMES = [*PROC_FILES, *(f"/proc/PID/{name}" for name in PID_FILES)]
+
+
+def proc_file(path: str) -> Callable[[Clients], Awaitable[str]] | None:
+    """What produces path: a fixed file, or /proc/PID/maps and /proc/PID/status."""
+    fixed = PROC_FILES.get(path)
+    if fixed is not None:
+        return fixed
+    match = _PID_PATH.fullmatch(path)
+    if match is None or match.group(2) not in PID_FILES or int(match.group(1)) >= 1 << 31:
+        return None
+    pid, produce = int(match.group(1)), PID_FILES[match.group(2)]
+
+    async def read(c: Clients) -> str:
+        return await produce(c, pid)
+
+    return read
