@@ -350,3 +350,28 @@ async def test_shared_memory_bad_input(machine: Machine) -> None:
         got_code, details = await status_of(call)
         assert got_code is code, details
         assert message in details
+
+
+async def test_process_times_advance_with_work_and_can_be_set(machine: Machine) -> None:
+    m = machine
+    first = await spawn(m, "first")
+    address = await mmap(m, first, 1 << 20)
+    await m.mmu.Touch(pb.TouchRequest(caller=first, address=address, length_bytes=1 << 20))
+    info = await m.mmu.GetProcess(pb.GetProcessRequest(pid=first.pid))
+    assert info.cpu_time_ms == 2  # a call, and 256 pages
+    later = await spawn(m, "later")
+    assert (
+        await m.mmu.GetProcess(pb.GetProcessRequest(pid=later.pid))
+    ).start_time_ms == info.start_time_ms + 2
+    changed = await m.mmu.SetProcessTimes(
+        pb.SetProcessTimesRequest(pid=first.pid, cpu_time_ms=5000)
+    )
+    assert (changed.cpu_time_ms, changed.start_time_ms) == (5000, info.start_time_ms)
+    code, details = await status_of(
+        m.mmu.SetProcessTimes(pb.SetProcessTimesRequest(pid=first.pid, start_time_ms=10**9))
+    )
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "is after now" in details
+    code, _ = await status_of(m.mmu.SetProcessTimes(pb.SetProcessTimesRequest(pid=999)))
+    assert code is grpc.StatusCode.NOT_FOUND
+    assert (await m.mmu.GetProcess(pb.GetProcessRequest(pid=first.pid))).cpu_time_ms == 5000

@@ -708,7 +708,11 @@ class Mmu:
         proc.major_faults += major
         self.faults["minor"] += minor
         self.faults["major"] += major
-        proc.cpu_time_ms += len(plan.pages) // 256 + (1 if plan.pages else 0)
+        # Simulated time: a millisecond a call plus one per 256 pages faulted,
+        # on the process's clock and the machine's, so that runs replay alike.
+        work = len(plan.pages) // 256 + (1 if plan.pages else 0)
+        proc.cpu_time_ms += work
+        self.clock_ms += work
         released.frames += spare
         return released
 
@@ -934,6 +938,17 @@ class Mmu:
     def swap_pages(self, proc: Process) -> int:
         """VmSwap: the process's ptes that point into swap."""
         return sum(1 for pte in proc.mm.pt.ptes.values() if pte & pt.PTE_SWAP)
+
+    def set_times(self, proc: Process, cpu_time_ms: int | None, start_time_ms: int | None) -> None:
+        if start_time_ms is not None and start_time_ms > self.clock_ms:
+            raise InvalidRequest(
+                f"start time {start_time_ms} ms is after now "
+                f"({self.clock_ms} ms on the machine's clock)"
+            )
+        if cpu_time_ms is not None:
+            proc.cpu_time_ms = cpu_time_ms
+        if start_time_ms is not None:
+            proc.start_time_ms = start_time_ms
 
     def alive(self) -> list[Process]:
         return [p for p in self.processes.values() if p.alive]

@@ -233,6 +233,18 @@ class MmuServicer(mmu_pb2_grpc.MmuServicer):
         return pb.ShmRemoveResponse(freed_pages=freed)
 
     @translate
+    async def SetProcessTimes(
+        self, request: pb.SetProcessTimesRequest, context: Context
+    ) -> pb.ProcessInfo:
+        proc = self.mmu.process(request.pid)
+        self.mmu.set_times(
+            proc,
+            request.cpu_time_ms if request.HasField("cpu_time_ms") else None,
+            request.start_time_ms if request.HasField("start_time_ms") else None,
+        )
+        return process_info(self.mmu, proc)
+
+    @translate
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.MmuStats:
         return mmu_stats(self.mmu)
 
