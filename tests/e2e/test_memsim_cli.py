@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
 import time
 
 import pytest
 
+from memsim.clients.process.errors import OutOfMemory
+from memsim.clients.process.process import Process
 from memsim.procfs.buddyinfo import format_buddyinfo
 from memsim.profiles.loader import MachineProfile, load_profile
+from memsim.runtime.channel import open_channel
 from memsim.services.buddy.arena import Arena, ArenaSpec
 from memsim.services.zone.machine import Machine
 from tests.e2e.harness import Cli
@@ -288,3 +293,38 @@ def test_foreground_up_ends_quietly_when_memsim_down_stops_it(cli: Cli) -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_nommu_machine_fails_a_big_mapping_from_fragmentation(cli: Cli) -> None:
+    """On uClinux a mapping is one contiguous block: with half the memory free
+    in single pages, 512 KiB cannot be had, and memsim says why."""
+    up = cli.run("up", "-d", "--ephemeral-ports", "--profile", "nommu")
+    assert up.returncode == 0, up.stderr
+    try:
+        state = json.loads((cli.run_dir / "machine.json").read_text())
+        mmu_address = state["services"]["mmu"]["address"]
+
+        async def fragment() -> str:
+            async with open_channel(mmu_address) as channel:
+                proc = await Process.spawn(channel, "frag")
+                pages = []
+                while True:  # every page there is, one mapping each
+                    try:
+                        pages.append(await proc.mmap(4096))
+                    except OutOfMemory:
+                        break
+                for address in pages[::2]:
+                    await proc.munmap(address, 4096)
+                with pytest.raises(OutOfMemory) as refused:
+                    await proc.mmap(512 << 10)
+                return str(refused.value)
+
+        message = asyncio.run(fragment())
+        assert "needs 128 contiguous pages (order 7) without an MMU" in message
+        assert "the free memory is fragmented (see /proc/buddyinfo)" in message
+        (line,) = cli.run("cat", "/proc/buddyinfo").stdout.splitlines()
+        counts = [int(n) for n in line.split()[4:]]
+        assert sum(counts[:7]) > 0  # free memory, in small blocks only
+        assert counts[7:] == [0, 0, 0, 0]
+    finally:
+        assert cli.run("down").returncode == 0
