@@ -26,6 +26,7 @@ from memsim.runtime.channel import open_channel
 from memsim.runtime.config import peer_address
 from memsim.services.buddy.client import BuddyClient
 from memsim.services.mmu.client import MmuClient
+from memsim.services.mmu.process import SIGNALS
 from memsim.services.zone.client import ZoneClient
 
 app = typer.Typer(
@@ -251,14 +252,11 @@ def ps_command() -> None:
     _read(ps, "ps")
 
 
-# kill(1)'s names for the signals memsim delivers; numbers go to the MMU as they are.
-SIGNAL_NAMES = {"KILL": 9, "SIGKILL": 9, "SEGV": 11, "SIGSEGV": 11}
-
-
 def _signal_number(spec: str) -> int:
+    """A name of SIGNALS, or a number that goes to the MMU as it is."""
     if spec.isdigit():
         return int(spec)
-    number = SIGNAL_NAMES.get(spec.upper())
+    number = SIGNALS.get(spec.upper())
     if number is None:
         raise fail(
             f"kill: {spec}: invalid signal specification (memsim delivers KILL (9) and SEGV (11))"

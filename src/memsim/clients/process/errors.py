@@ -14,6 +14,8 @@ import errno
 
 import grpc
 
+from memsim.services.mmu.process import SIGSEGV
+
 
 class ProcessError(Exception):
     """Base of everything this client library raises about a process."""
@@ -26,7 +28,7 @@ class SegmentationFault(ProcessError):
     afterwards and every further call raises ProcessGone.
     """
 
-    signal = 11
+    signal = SIGSEGV
 
     def __init__(self, address: int, reason: str) -> None:
         super().__init__(f"segmentation fault at {address:#x}: {reason}")

@@ -40,6 +40,7 @@ from memsim.clients.process.errors import (
 from memsim.clients.process.malloc import Malloc
 from memsim.mmu.v1 import mmu_pb2 as pb
 from memsim.mmu.v1 import mmu_pb2_grpc
+from memsim.services.mmu.process import SIGSEGV
 from memsim.services.mmu.vma import (
     MAP_ANONYMOUS,
     MAP_FIXED,
@@ -83,11 +84,9 @@ __all__ = [
     "SystemCallError",
 ]
 
-SIGSEGV = 11
-
 IO_CHUNK_BYTES = 1 << 20
-"""Largest payload of one Write or Read RPC: well under gRPC's default 4 MiB
-message limit (and the MMU's own 4 MiB cap), headers included."""
+"""Largest payload of one Write or Read RPC: within the MMU's cap
+(MAX_IO_BYTES, itself under gRPC's 4 MiB message limit)."""
 
 T = TypeVar("T")
 

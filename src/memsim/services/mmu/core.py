@@ -69,6 +69,13 @@ class AccessPlan:
     def frames_needed(self) -> int:
         return sum(1 for _, kind in self.pages if kind in (NEW, COW, SWAPIN, SHM_NEW))
 
+    @property
+    def faults(self) -> tuple[int, int]:
+        """(minor, major): every page that was not already mapped as needed is
+        a fault, and those that come back from swap are the major ones."""
+        major = sum(1 for _, kind in self.pages if kind == SWAPIN)
+        return sum(1 for _, kind in self.pages if kind != HIT) - major, major
+
     def swap_slots(self, ptes: dict[int, int]) -> dict[int, int]:
         """vpn -> swap slot of every page this plan swaps in."""
         return {vpn: pt.pte_pfn(ptes[vpn]) for vpn, kind in self.pages if kind == SWAPIN}
@@ -639,17 +646,14 @@ class Mmu:
         for key, pfn in zip(plan.tables, tables, strict=True):
             mm.pt.tables[key] = pfn
         dirty = pt.PTE_DIRTY if plan.write else 0
-        minor = major = 0
         for vpn, kind in plan.pages:
             if kind == HIT:
                 ptes[vpn] |= pt.PTE_ACCESSED | dirty
                 continue
             if kind == ZERO:
-                minor += 1
                 ptes[vpn] = pt.PTE_PRESENT | pt.PTE_ZERO | pt.PTE_ACCESSED
                 continue
             if kind in (SHM, SHM_NEW):
-                minor += 1
                 area = mm.space.find(vpn)
                 assert area is not None
                 assert area.shm is not None
@@ -674,14 +678,12 @@ class Mmu:
             ):
                 kind = REUSE  # the other mappers went away meanwhile
             if kind == REUSE:
-                minor += 1
                 assert old is not None
                 ptes[vpn] = old | pt.PTE_WRITE | pt.PTE_ACCESSED | pt.PTE_DIRTY
                 continue
             pfn = spare.pop()
             flags = pt.PTE_PRESENT | pt.PTE_WRITE | pt.PTE_ACCESSED | pt.PTE_DIRTY
             if kind == SWAPIN:
-                major += 1
                 assert old is not None
                 assert swapped_in is not None
                 contents = swapped_in[vpn]
@@ -694,7 +696,6 @@ class Mmu:
                     flags &= ~pt.PTE_DIRTY
                 self.swap_events["pswpin"] += 1
             else:
-                minor += 1
                 if kind == COW and old is not None and not old & pt.PTE_ZERO:
                     source = self.data.get(pt.pte_pfn(old))
                     if source is not None:
@@ -704,6 +705,7 @@ class Mmu:
             mm.note_rss(1)
             self._lru_of(pfn).add_active(pfn, vpn)  # the pte's own key object: no copy
             ptes[vpn] = pt.make_pte(pfn, flags)
+        minor, major = plan.faults
         proc.minor_faults += minor
         proc.major_faults += major
         self.faults["minor"] += minor
@@ -952,6 +954,3 @@ class Mmu:
 
     def alive(self) -> list[Process]:
         return [p for p in self.processes.values() if p.alive]
-
-    def vm_pte_pages(self, proc: Process) -> int:
-        return len(proc.mm.pt.tables)

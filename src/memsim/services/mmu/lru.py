@@ -18,10 +18,6 @@ def owner(pid: int, vpn: int) -> int:
     return (pid << OWNER_SHIFT) | vpn
 
 
-def owner_pid(value: int) -> int:
-    return value >> OWNER_SHIFT
-
-
 def owner_vpn(value: int) -> int:
     return value & ((1 << OWNER_SHIFT) - 1)
 

@@ -9,6 +9,7 @@ from memsim.services.mmu.vma import AddressSpace
 
 SIGKILL = 9
 SIGSEGV = 11
+# kill(1)'s names for the signals memsim delivers.
 SIGNALS = {"SIGKILL": SIGKILL, "SIGSEGV": SIGSEGV, "KILL": SIGKILL, "SEGV": SIGSEGV}
 CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_IPC_LOCK")
 

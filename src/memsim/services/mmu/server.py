@@ -23,7 +23,7 @@ from memsim.services.mmu.errors import (
     ProcessDead,
 )
 from memsim.services.mmu.metrics import MmuCollector
-from memsim.services.mmu.process import Process
+from memsim.services.mmu.process import SIGSEGV, Process
 from memsim.services.mmu.service import AccessResult, MmuService
 from memsim.services.mmu.swapfile import SwapFile
 from memsim.services.mmu.vma import PROT_EXEC, PROT_WRITE
@@ -47,7 +47,7 @@ Context = grpc.aio.ServicerContext[Any, Any]
 def access_message(result: AccessResult) -> pb.AccessResponse:
     response = pb.AccessResponse(minor_faults=result.minor_faults, major_faults=result.major_faults)
     if result.segfault is not None:
-        response.signal = 11
+        response.signal = SIGSEGV
         response.fault_address = result.segfault.address
         response.fault_reason = result.segfault.reason
     return response

@@ -10,7 +10,7 @@ import contextlib
 from collections import defaultdict
 from dataclasses import dataclass
 
-from memsim.services.mmu.core import SWAPIN, AccessPlan, Mmu, Released, Segfault
+from memsim.services.mmu.core import AccessPlan, Mmu, Released, Segfault
 from memsim.services.mmu.errors import InvalidRequest, NoMemory
 from memsim.services.mmu.process import SIGSEGV, Process
 from memsim.services.mmu.swapfile import SwapFile
@@ -248,11 +248,8 @@ class MmuService:
             }
         released = self.mmu.apply_access(proc, plan, frames, tables, swapped_in)
         # No await until the bytes are copied: reclaim could take the pages.
-        major = sum(1 for _, k in plan.pages if k == SWAPIN)
-        result = AccessResult(
-            minor_faults=sum(1 for _, k in plan.pages if k not in ("hit", SWAPIN)),
-            major_faults=major,
-        )
+        minor, major = plan.faults
+        result = AccessResult(minor_faults=minor, major_faults=major)
         done = length if plan.segfault is None else plan.segfault.address - addr
         if payload is not None and done > 0:
             self.mmu.write_bytes(proc, addr, payload[:done])

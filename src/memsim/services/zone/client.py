@@ -19,9 +19,7 @@ class ZoneClient:
         self, gfp_mask: int, order: int = 0, count: int = 1, cpu: int = 0
     ) -> list[tuple[int, int]]:
         """(pfn, order) of every block allocated."""
-        response = await self._stub.AllocPages(
-            pb.AllocPagesRequest(gfp_mask=gfp_mask, order=order, count=count, cpu=cpu)
-        )
+        response = await self.alloc_pages(gfp_mask, order, count, cpu)
         return [(pfn, b.order) for b in response.blocks for pfn in b.pfns]
 
     async def alloc_pages(
