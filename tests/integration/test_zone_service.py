@@ -208,6 +208,14 @@ class HoldingReclaimer(zone_pb2_grpc.ReclaimerServicer):
             await self.client.free([(pfn, 0) for pfn in give])
         return pb.ShrinkZoneResponse(nr_scanned=2 * count, nr_reclaimed=count)
 
+    async def DrainCache(
+        self, request: pb.DrainCacheRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.DrainCacheResponse:
+        give, self.held = self.held, []
+        if give:
+            await self.client.free([(pfn, 0) for pfn in give])
+        return pb.DrainCacheResponse(drained_pages=len(give))
+
 
 async def test_reclaim_asks_a_reclaimer_over_grpc(small: ZoneHarness) -> None:
     """zone -> reclaimer -> zone.FreePages -> zone: the call back in is served
@@ -232,3 +240,29 @@ async def test_reclaim_asks_a_reclaimer_over_grpc(small: ZoneHarness) -> None:
         assert vmstat["pgscan_direct_normal"] + vmstat["pgscan_kswapd_normal"] >= 2
     finally:
         await server.stop(0)
+
+
+async def test_drain_takes_a_reclaimers_own_lists_back_to_buddy(small: ZoneHarness) -> None:
+    """DrainPages asks every reclaimer to drain its per-CPU lists before the
+    zone drains its own, so buddy gets all of them at once."""
+    reclaimer = HoldingReclaimer(small.client)
+    server = grpc.aio.server()
+    zone_pb2_grpc.add_ReclaimerServicer_to_server(reclaimer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        await small.client.register_reclaimer("test", f"127.0.0.1:{port}")
+        await small.client.drain()
+        boot = await _free_pages(small.client)
+        reclaimer.held = [pfn for pfn, _ in await small.client.alloc(g.GFP_KERNEL, 0, 100)]
+        assert await _free_pages(small.client) != boot
+        await small.client.drain()
+        assert reclaimer.held == []
+        assert await _free_pages(small.client) == boot
+    finally:
+        await server.stop(0)
+
+
+async def _free_pages(client: ZoneClient) -> list[tuple[int, str, int]]:
+    info = await client.zoneinfo()
+    return [(node.node, z.ref.zone, z.free_pages) for node in info.nodes for z in node.zones]

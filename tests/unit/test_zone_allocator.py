@@ -230,6 +230,34 @@ async def test_bulk_returns_what_there_is(nommu: Booted) -> None:
     assert len(got) == 1776 - 90
 
 
+async def test_extra_pages_come_only_while_the_zone_stays_above_low(nommu: Booted) -> None:
+    """A caller's list refill (extra) never reclaims, never wakes kswapd and
+    never takes a zone below its low watermark; the count itself still can."""
+    allocator, buddy = nommu
+    normal = zone(allocator, "Normal")
+    assert len(await alloc_pfns(allocator, g.GFP_KERNEL, count=1)) == 1
+    got = await allocator.alloc_pages(g.GFP_KERNEL, 0, 2, 0, extra=30)
+    assert sum(len(a.pfns) for a in got) == 32  # plenty free: all of it
+    # Down to just above low + 2: the count is served, the extra is not.
+    spare = normal.free_pages - normal.marks.low - 3
+    await alloc_pfns(allocator, g.GFP_KERNEL, count=spare)
+    got = await allocator.alloc_pages(g.GFP_KERNEL, 0, 2, 0, extra=30)
+    assert sum(len(a.pfns) for a in got) == 2
+    assert normal.free_pages > normal.marks.low
+    assert allocator.machine.events.counts["allocstall"] == 0
+    assert allocator.kswapd_sleeping(0)
+    assert_accounted(allocator, buddy)
+
+
+@pytest.mark.parametrize(("order", "count", "extra"), [(0, 1, -1), (1, 1, 1), (0, 1, 1 << 16)])
+async def test_bad_extra_changes_nothing(x86: Booted, order: int, count: int, extra: int) -> None:
+    allocator, buddy = x86
+    before = snapshot(allocator, buddy)
+    with pytest.raises(InvalidRequest, match="extra"):
+        await allocator.alloc_pages(g.GFP_KERNEL, order, count, 0, extra=extra)
+    assert snapshot(allocator, buddy) == before
+
+
 # -- pcp accounting ----------------------------------------------------------------
 
 
@@ -286,6 +314,9 @@ class Holder:
         self.allocator = allocator
         self.pages: list[int] = []
         self.asked: list[tuple[str, int, bool]] = []
+
+    async def drain_cache(self) -> int:
+        return 0  # no lists of its own
 
     async def shrink_zone(
         self, node: int, zone: str, nr_to_reclaim: int, gfp_mask: int, priority: int, kswapd: bool

@@ -56,6 +56,9 @@ class Recorder:
         self.release_at = 0.0
         self.calls: list[tuple[int, bool]] = []
 
+    async def drain_cache(self) -> int:
+        return 0  # no lists of its own
+
     async def shrink_zone(
         self, node: int, zone: str, nr_to_reclaim: int, gfp_mask: int, priority: int, kswapd: bool
     ) -> ShrinkResult:

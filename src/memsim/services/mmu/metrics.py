@@ -8,11 +8,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from memsim.services.mmu.core import Mmu
+from memsim.services.mmu.frame_cache import FrameCache
 
 
 class MmuCollector(Collector):
-    def __init__(self, mmu: Mmu) -> None:
+    def __init__(self, mmu: Mmu, cache: FrameCache | None = None) -> None:
         self.mmu = mmu
+        self.cache = cache
 
     def collect(self) -> Iterator[Metric]:
         faults = CounterMetricFamily(
@@ -51,3 +53,23 @@ class MmuCollector(Collector):
         lru.add_metric(["active"], active)
         lru.add_metric(["inactive"], inactive)
         yield from (faults, processes, resident, tables, written, swap_io, swapped, swap_total, lru)
+        if self.cache is not None:
+            yield from self._frame_cache(self.cache)
+
+    @staticmethod
+    def _frame_cache(cache: FrameCache) -> Iterator[Metric]:
+        held = GaugeMetricFamily(
+            "memsim_mmu_frame_cache_pages",
+            "Frames the MMU holds on its per-CPU lists for faults to come.",
+            labels=["cpu", "gfp_mask"],
+        )
+        for (gfp_mask, cpu), pages in sorted(cache.pages().items()):
+            held.add_metric([str(cpu), f"{gfp_mask:#x}"], pages)
+        takes = CounterMetricFamily(
+            "memsim_mmu_frame_cache_takes",
+            "Frame requests by where they were served: the MMU's lists (hit) or the zone (refill).",
+            labels=["result"],
+        )
+        takes.add_metric(["hit"], cache.hits)
+        takes.add_metric(["refill"], cache.refills)
+        yield from (held, takes)

@@ -289,6 +289,12 @@ class ReclaimerServicer(zone_pb2_grpc.ReclaimerServicer):
             nr_scanned=scanned, nr_reclaimed=reclaimed, lru_pages=lru_pages
         )
 
+    @translate
+    async def DrainCache(
+        self, request: zone_pb.DrainCacheRequest, context: Context
+    ) -> zone_pb.DrainCacheResponse:
+        return zone_pb.DrainCacheResponse(drained_pages=await self.service.drain_cache())
+
 
 def mmu_service(config: MmuConfig | None = None, zone: ZonePort | None = None) -> Service:
     """The MMU service; with no zone given it dials the zone service at start and
@@ -331,7 +337,7 @@ def mmu_service(config: MmuConfig | None = None, zone: ZonePort | None = None) -
             zone_pb.DESCRIPTOR.services_by_name["Reclaimer"].full_name,
         ],
         add_to_server=add,
-        collectors=[MmuCollector(mmu)],
+        collectors=[MmuCollector(mmu, service.cache)],
         on_start=on_start,
         on_stop=on_stop,
     )

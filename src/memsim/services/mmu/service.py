@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from memsim.services.mmu.core import AccessPlan, Mmu, Released, Segfault
 from memsim.services.mmu.errors import InvalidRequest, NoMemory
+from memsim.services.mmu.frame_cache import FrameCache, sizes_for
 from memsim.services.mmu.process import SIGSEGV, Process
 from memsim.services.mmu.swapfile import SwapFile
 from memsim.services.mmu.vma import MAP_POPULATE, PROT_WRITE
@@ -39,9 +40,21 @@ class MmuService:
         self.zone = zone
         self.swapfile = swapfile
         self.swappiness = swappiness
+        high, batch = sizes_for(
+            0 if mmu.nommu else sum(z.managed for z in mmu.layout.zones.values())
+        )
+        self.cache = FrameCache(high, batch, self._node_of_pfn, mmu.profile.cpu_node)
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         # pid -> pages a fault in flight planned for: reclaim leaves them be.
         self._pinned: dict[int, tuple[int, int]] = {}
+
+    def _zone_of_pfn(self, pfn: int) -> tuple[int, str]:
+        zone = self.mmu.layout.zone_of_pfn(pfn)
+        assert zone is not None, f"pfn {pfn} is in no zone"
+        return zone.key
+
+    def _node_of_pfn(self, pfn: int) -> int:
+        return self._zone_of_pfn(pfn)[0]
 
     def cpu_of(self, proc: Process) -> int:
         """The simulated CPU a process runs on: one of its allowed nodes'."""
@@ -51,14 +64,36 @@ class MmuService:
         return cpus[proc.pid % len(cpus)]
 
     async def _frames(self, gfp_mask: int, count: int, cpu: int) -> list[int]:
-        return await self.zone.alloc(gfp_mask, count, cpu) if count else []
+        """count frames from the CPU's list; if it has too few, what it has and
+        the rest from the zone in one call, which also refills the list."""
+        if not count:
+            return []
+        frames = self.cache.take(gfp_mask, count, cpu)
+        if frames is not None:
+            return frames
+        have = self.cache.take_all(gfp_mask, cpu)
+        try:
+            more = await self.zone.alloc(gfp_mask, count - len(have), cpu, self.cache.batch)
+        except BaseException:
+            await self._free(gfp_mask, have, cpu)
+            raise
+        self.cache.refills += 1
+        frames = have + more
+        await self._free(gfp_mask, frames[count:], cpu)
+        return frames[:count]
+
+    async def _free(self, gfp_mask: int, pfns: list[int], cpu: int) -> None:
+        """To the CPU's list; what does not fit to the zone."""
+        if pfns:
+            await self.zone.free(self.cache.put(gfp_mask, pfns, cpu), cpu)
 
     async def _give_back(self, released: Released, cpu: int) -> int:
         if self.swapfile is not None:
             for slot in released.slots:
                 self.swapfile.discard(slot)
         pages = released.frames + released.tables
-        await self.zone.free(pages, cpu)
+        await self._free(GFP_HIGHUSER_MOVABLE, released.frames, cpu)
+        await self._free(GFP_KERNEL, released.tables, cpu)
         for pfn, order in released.blocks:
             await self.zone.free_block(pfn, order, cpu)
         return len(pages) + sum(1 << order for _, order in released.blocks)
@@ -80,9 +115,18 @@ class MmuService:
             for slot, data in result.swapped:  # pageout, before the frames go
                 self.swapfile.write(slot, data)
         await self.zone.free(result.frames, 0, cold=True)  # as __pagevec_free does
+        # Frames held for faults to come are the cheapest to give.
+        held = self.cache.drain(keep=lambda pfn: self._zone_of_pfn(pfn) != (node, zone))
+        await self.zone.free(held, 0, cold=True)
         lru = self.mmu.lru.get((node, zone))
         left = len(lru.active) + len(lru.inactive) if lru is not None else 0
-        return result.scanned, len(result.frames), left
+        return result.scanned, len(result.frames) + len(held), left
+
+    async def drain_cache(self) -> int:
+        """drain_all_pages: every frame held for faults to come back to the zone."""
+        held = self.cache.drain()
+        await self.zone.free(held, 0)
+        return len(held)
 
     async def boot(self) -> Process:
         """init, pid 1."""
@@ -96,7 +140,7 @@ class MmuService:
         try:
             return self.mmu.create_process(name, uid, parent or 1, nice, capabilities, nodes, pgd)
         except BaseException:
-            await self.zone.free(pgd, cpu)
+            await self._free(GFP_KERNEL, pgd, cpu)
             raise
 
     async def fork(self, pid: int, token: str, name: str) -> Process:
@@ -107,7 +151,7 @@ class MmuService:
             try:
                 return self.mmu.fork(parent, name or None, tables)
             except BaseException:
-                await self.zone.free(tables, cpu)
+                await self._free(GFP_KERNEL, tables, cpu)
                 raise
 
     async def exit(self, pid: int, token: str | None, signal: int = 0) -> int:
@@ -236,7 +280,7 @@ class MmuService:
             try:
                 frames = await self._frames(GFP_HIGHUSER_MOVABLE, plan.frames_needed, cpu)
             except BaseException:
-                await self.zone.free(tables, cpu)
+                await self._free(GFP_KERNEL, tables, cpu)
                 raise
         finally:
             del self._pinned[proc.pid]

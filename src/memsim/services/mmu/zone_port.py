@@ -15,8 +15,9 @@ from memsim.services.zone.errors import OutOfMemory
 
 
 class ZonePort(Protocol):
-    async def alloc(self, gfp_mask: int, count: int, cpu: int) -> list[int]:
-        """count order-0 frames, all or none: NoMemory if the zone has fewer."""
+    async def alloc(self, gfp_mask: int, count: int, cpu: int, extra: int = 0) -> list[int]:
+        """count order-0 frames, all or none: NoMemory if the zone has fewer;
+        and up to extra more if the zone has them to spare (a list refill)."""
         ...
 
     async def free(self, pfns: Iterable[int], cpu: int, cold: bool = False) -> None:
@@ -38,9 +39,9 @@ class GrpcZone:
     def __init__(self, client: ZoneClient) -> None:
         self.client = client
 
-    async def alloc(self, gfp_mask: int, count: int, cpu: int) -> list[int]:
+    async def alloc(self, gfp_mask: int, count: int, cpu: int, extra: int = 0) -> list[int]:
         try:
-            got = [pfn for pfn, _ in await self.client.alloc(gfp_mask, 0, count, cpu)]
+            got = [pfn for pfn, _ in await self.client.alloc(gfp_mask, 0, count, cpu, extra)]
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise NoMemory(f"the zone allocator has no frames: {exc.details()}") from None
@@ -76,9 +77,9 @@ class LocalZone:
     def __init__(self, allocator: ZoneAllocator) -> None:
         self.allocator = allocator
 
-    async def alloc(self, gfp_mask: int, count: int, cpu: int) -> list[int]:
+    async def alloc(self, gfp_mask: int, count: int, cpu: int, extra: int = 0) -> list[int]:
         try:
-            got = await self.allocator.alloc_pages(gfp_mask, 0, count, cpu)
+            got = await self.allocator.alloc_pages(gfp_mask, 0, count, cpu, extra=extra)
         except OutOfMemory as exc:
             raise NoMemory(str(exc)) from None
         pfns = [pfn for a in got for pfn in a.pfns]

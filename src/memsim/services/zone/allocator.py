@@ -78,13 +78,17 @@ class ZoneAllocator:
 
     # -- validation --------------------------------------------------------------
 
-    def _check(self, gfp_mask: int, order: int, count: int, cpu: int) -> None:
+    def _check(self, gfp_mask: int, order: int, count: int, cpu: int, extra: int = 0) -> None:
         g.check_gfp(gfp_mask)
         max_order = self.machine.profile.max_order
         if not 0 <= order < max_order:
             raise InvalidRequest(f"order {order} is outside 0..{max_order - 1}")
         if not 1 <= count <= MAX_ALLOC_COUNT:
             raise InvalidRequest(f"count {count} is outside 1..{MAX_ALLOC_COUNT}")
+        if not 0 <= extra <= MAX_ALLOC_COUNT - count:
+            raise InvalidRequest(f"extra {extra} is outside 0..{MAX_ALLOC_COUNT - count}")
+        if extra and order:
+            raise InvalidRequest(f"extra pages are order 0 only, not order {order}")
         self._check_cpu(cpu)
 
     def _check_cpu(self, cpu: int) -> None:
@@ -95,11 +99,19 @@ class ZoneAllocator:
     # -- allocation ----------------------------------------------------------------
 
     async def alloc_pages(
-        self, gfp_mask: int, order: int, count: int, cpu: int, deadline_s: float | None = None
+        self,
+        gfp_mask: int,
+        order: int,
+        count: int,
+        cpu: int,
+        deadline_s: float | None = None,
+        extra: int = 0,
     ) -> list[Allocation]:
         """count blocks of 2^order pages; a bulk returns fewer if memory runs out
-        after the first block, and OutOfMemory if not even one can be had."""
-        self._check(gfp_mask, order, count, cpu)
+        after the first block, and OutOfMemory if not even one can be had.
+        extra: up to that many more order-0 pages, only if the bulk fast path
+        can serve them with the count (a caller's per-CPU list refill)."""
+        self._check(gfp_mask, order, count, cpu, extra)
         node = self.machine.profile.cpu_node(cpu)
         highest = g.gfp_zone(gfp_mask, self.machine.zone_types)
         zonelist = self.machine.zonelist(node, highest, bool(gfp_mask & g.THISNODE))
@@ -111,8 +123,12 @@ class ZoneAllocator:
         until = loop.time() + (deadline_s if deadline_s is not None else NOFAIL_LIMIT_S)
         by_zone: dict[str, Allocation] = {}
         done = 0
-        if order == 0 and count > 1:
-            fast = await self._alloc_bulk_fast(gfp_mask, cpu, zonelist, count)
+        if order == 0 and count + extra > 1:
+            fast = None
+            if extra:
+                fast = await self._alloc_bulk_fast(gfp_mask, cpu, zonelist, count + extra)
+            if fast is None and count > 1:
+                fast = await self._alloc_bulk_fast(gfp_mask, cpu, zonelist, count)
             if fast is not None:
                 by_zone[fast.zone.name + str(fast.zone.node)] = fast
                 done = len(fast.pfns)
@@ -336,8 +352,11 @@ class ZoneAllocator:
         return freed
 
     async def drain_all_pages(self) -> int:
-        """Every pcp list of every CPU back to buddy."""
+        """Every pcp list of every CPU back to buddy, the reclaimers' own
+        per-CPU lists first (their pages come back through the pcp lists)."""
         drained = 0
+        for reclaimer in list(self.reclaimers.values()):
+            await reclaimer.drain_cache()
         for zone in self.machine.zones.values():
             pfns: list[int] = []
             for hot, cold in zone.pcp:

@@ -16,17 +16,17 @@ class ZoneClient:
         self._stub = zone_pb2_grpc.ZoneAllocatorStub(channel)
 
     async def alloc(
-        self, gfp_mask: int, order: int = 0, count: int = 1, cpu: int = 0
+        self, gfp_mask: int, order: int = 0, count: int = 1, cpu: int = 0, extra: int = 0
     ) -> list[tuple[int, int]]:
         """(pfn, order) of every block allocated."""
-        response = await self.alloc_pages(gfp_mask, order, count, cpu)
+        response = await self.alloc_pages(gfp_mask, order, count, cpu, extra)
         return [(pfn, b.order) for b in response.blocks for pfn in b.pfns]
 
     async def alloc_pages(
-        self, gfp_mask: int, order: int = 0, count: int = 1, cpu: int = 0
+        self, gfp_mask: int, order: int = 0, count: int = 1, cpu: int = 0, extra: int = 0
     ) -> pb.AllocPagesResponse:
         return await self._stub.AllocPages(
-            pb.AllocPagesRequest(gfp_mask=gfp_mask, order=order, count=count, cpu=cpu)
+            pb.AllocPagesRequest(gfp_mask=gfp_mask, order=order, count=count, cpu=cpu, extra=extra)
         )
 
     async def free(

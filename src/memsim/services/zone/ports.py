@@ -37,6 +37,10 @@ class ReclaimerPort(Protocol):
         """Frees up to nr_to_reclaim pages of the zone."""
         ...
 
+    async def drain_cache(self) -> int:
+        """Frees the pages it holds on lists of its own; how many."""
+        ...
+
 
 class NotConnected:
     """The buddy port before the service has dialled buddy: every call says so."""

@@ -32,3 +32,6 @@ class ReclaimerClient:
             response.nr_reclaimed,
             response.lru_pages if response.HasField("lru_pages") else None,
         )
+
+    async def drain_cache(self) -> int:
+        return (await self._stub.DrainCache(pb.DrainCacheRequest())).drained_pages

@@ -61,6 +61,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneAllocatorServicer):
                 request.count,
                 request.cpu,
                 deadline_s=context.time_remaining(),
+                extra=request.extra,
             )
         finally:
             for line in self.allocator.failures[failures:]:
