@@ -26,7 +26,16 @@ from memsim.services.mmu.errors import (
 )
 from memsim.services.mmu.lru import ZoneLru, owner, owner_vpn
 from memsim.services.mmu.pagetable import PageTable
-from memsim.services.mmu.process import CAPABILITIES, SIGKILL, SIGSEGV, Mm, Process
+from memsim.services.mmu.process import (
+    CAPABILITIES,
+    OOM_ADJUST_MAX,
+    OOM_DISABLE,
+    OOM_SCORE_ADJ_MAX,
+    SIGKILL,
+    SIGSEGV,
+    Mm,
+    Process,
+)
 from memsim.services.mmu.swap import SwapArea
 from memsim.services.mmu.vma import AddressSpace, Vma
 from memsim.services.zone.machine import Machine
@@ -951,6 +960,17 @@ class Mmu:
             proc.cpu_time_ms = cpu_time_ms
         if start_time_ms is not None:
             proc.start_time_ms = start_time_ms
+
+    def set_oom_adj(self, proc: Process, oom_adj: int, oom_score_adj: int) -> None:
+        """Stores them; whether the writer may is the policy service's check."""
+        if not OOM_DISABLE <= oom_adj <= OOM_ADJUST_MAX:
+            raise InvalidRequest(f"oom_adj {oom_adj} is outside {OOM_DISABLE}..{OOM_ADJUST_MAX}")
+        if not -OOM_SCORE_ADJ_MAX <= oom_score_adj <= OOM_SCORE_ADJ_MAX:
+            raise InvalidRequest(
+                f"oom_score_adj {oom_score_adj} is outside "
+                f"{-OOM_SCORE_ADJ_MAX}..{OOM_SCORE_ADJ_MAX}"
+            )
+        proc.oom_adj, proc.oom_score_adj = oom_adj, oom_score_adj
 
     def alive(self) -> list[Process]:
         return [p for p in self.processes.values() if p.alive]

@@ -11,6 +11,11 @@ SIGKILL = 9
 SIGSEGV = 11
 # kill(1)'s names for the signals memsim delivers.
 SIGNALS = {"SIGKILL": SIGKILL, "SIGSEGV": SIGSEGV, "KILL": SIGKILL, "SEGV": SIGSEGV}
+# include/linux/oom.h: oom_adj's range (OOM_DISABLE turns the killer off for
+# the task) and the modern oom_score_adj's.
+OOM_DISABLE = -17
+OOM_ADJUST_MAX = 15
+OOM_SCORE_ADJ_MAX = 1000
 CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_IPC_LOCK")
 
 
@@ -55,6 +60,8 @@ class Process:
     minor_faults: int = 0
     major_faults: int = 0
     children: list[int] = field(default_factory=list)
+    oom_adj: int = 0
+    oom_score_adj: int = 0
 
     @property
     def state(self) -> str:

@@ -84,6 +84,8 @@ def process_info(mmu: Mmu, proc: Process) -> pb.ProcessInfo:
         capabilities=sorted(proc.capabilities),
         nodes=list(proc.nodes),
         brk=mm.brk,
+        oom_adj=proc.oom_adj,
+        oom_score_adj=proc.oom_score_adj,
         vmas=[
             pb.Vma(start=a.start << shift, end=a.end << shift, perms=a.perms, name=a.name)
             for a in vmas
@@ -245,6 +247,12 @@ class MmuServicer(mmu_pb2_grpc.MmuServicer):
         return process_info(self.mmu, proc)
 
     @translate
+    async def SetOomAdj(self, request: pb.SetOomAdjRequest, context: Context) -> pb.ProcessInfo:
+        proc = self.mmu.process(request.pid)
+        self.mmu.set_oom_adj(proc, request.oom_adj, request.oom_score_adj)
+        return process_info(self.mmu, proc)
+
+    @translate
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.MmuStats:
         return mmu_stats(self.mmu)
 
@@ -269,6 +277,7 @@ def mmu_stats(mmu: Mmu) -> pb.MmuStats:
         pswpout=mmu.swap_events["pswpout"],
         pgfault=mmu.faults["minor"] + mmu.faults["major"],
         pgmajfault=mmu.faults["major"],
+        uptime_ms=mmu.clock_ms,
     )
 
 
