@@ -58,6 +58,19 @@ class MachineProfile:
     pte_bytes: int = 4
     task_size: int = 3 << 30
     exe_base: int = 0x08048000
+    # The slab allocator's and vmalloc's view (mm/slab.c, mm/vmalloc.c):
+    # sizeof(void *) (BYTES_PER_WORD), gcc's __alignof__(unsigned long long)
+    # (REDZONE_ALIGN, ARCH_KMALLOC_MINALIGN), L1_CACHE_BYTES, byte order of
+    # the red zone words, PAGE_OFFSET (start of the direct map) and the
+    # vmalloc range [VMALLOC_START, VMALLOC_END). Defaults: x86_32's.
+    arch: str = "i386"
+    word_bytes: int = 4
+    ull_align: int = 8
+    cache_line_bytes: int = 64
+    big_endian: bool = False
+    page_offset: int = 0xC0000000
+    vmalloc_start: int = 0xF8800000
+    vmalloc_end: int = 0xFF7FE000
 
     def cpu_node(self, cpu: int) -> int:
         """CPUs are spread evenly over the nodes, in order."""
@@ -94,6 +107,40 @@ def _size(value: Any, what: str) -> int:
         return parse_size(str(value))
     except ValueError as exc:
         raise ProfileError(f"{what}: {exc}") from None
+
+
+def _address(value: Any, what: str) -> int:
+    """An address written as a TOML integer or as a string ("0xc0000000")."""
+    try:
+        return value if isinstance(value, int) else int(str(value), 0)
+    except ValueError:
+        raise ProfileError(f"{what}: {value!r} is not an address") from None
+
+
+def _power_of_two(value: int, lo: int, hi: int, what: str) -> int:
+    if not lo <= value <= hi or value & (value - 1):
+        raise ProfileError(f"{what} {value} is not a power of two in {lo}..{hi}")
+    return value
+
+
+def _vmalloc_range(data: dict[str, Any], page_offset: int, lowmem_bytes: int) -> tuple[int, int]:
+    """[VMALLOC_START, VMALLOC_END) of the profile.
+
+    With vmalloc_offset (32-bit x86) the range starts past the direct map as
+    include/asm-x86/pgtable_32.h puts it: VMALLOC_START = (high_memory +
+    2*VMALLOC_OFFSET - 1) & ~(VMALLOC_OFFSET - 1), so it moves with --mem.
+    """
+    end = _address(data.get("vmalloc_end", 0), "vmalloc_end")
+    if "vmalloc_offset" in data:
+        offset = _size(data["vmalloc_offset"], "vmalloc_offset")
+        _power_of_two(offset, 1 << 12, 1 << 30, "vmalloc_offset")
+        high_memory = page_offset + lowmem_bytes
+        start = (high_memory + 2 * offset - 1) & ~(offset - 1)
+    else:
+        start = _address(data.get("vmalloc_start", 0), "vmalloc_start")
+    if start > end:
+        raise ProfileError(f"vmalloc range {start:#x}-{end:#x} is empty or reversed")
+    return start, end
 
 
 def load_profile(
@@ -141,6 +188,15 @@ def load_profile(
             if hi > lo:  # a zone outside this node's addresses is not populated here
                 zones.append(ZoneSpan(node, zone["name"], lo, hi - lo))
             start = max(start, end)
+    # The direct map ends where the zones the kernel maps permanently end.
+    lowmem_pfn = max(
+        (z.start_pfn + z.pages for z in zones if z.name not in ("HighMem", "Movable")), default=0
+    )
+    page_offset = _address(data.get("page_offset", 0xC0000000), "page_offset")
+    vmalloc_start, vmalloc_end = _vmalloc_range(data, page_offset, lowmem_pfn * page)
+    word_bytes = int(data.get("word_bytes", data.get("pte_bytes", 4)))
+    if word_bytes not in (4, 8):
+        raise ProfileError(f"word_bytes {word_bytes} is not 4 or 8")
     return MachineProfile(
         name=data["name"],
         description=data.get("description", ""),
@@ -160,4 +216,14 @@ def load_profile(
         pte_bytes=int(data.get("pte_bytes", 4)),
         task_size=_size(data.get("task_size", "3G"), "task_size"),
         exe_base=int(data.get("exe_base", 0x08048000)),
+        arch=str(data.get("arch", "i386")),
+        word_bytes=word_bytes,
+        ull_align=_power_of_two(int(data.get("ull_align", 8)), 1, 16, "ull_align"),
+        cache_line_bytes=_power_of_two(
+            int(data.get("cache_line_bytes", 64)), 8, 512, "cache_line_bytes"
+        ),
+        big_endian=bool(data.get("big_endian", False)),
+        page_offset=page_offset,
+        vmalloc_start=vmalloc_start,
+        vmalloc_end=vmalloc_end,
     )
