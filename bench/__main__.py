@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from bench import buddy_core, buddy_grpc, mmu_core, mmu_grpc, zone_core, zone_grpc
+from bench import (
+    buddy_core,
+    buddy_grpc,
+    mmu_core,
+    mmu_grpc,
+    slab_grpc,
+    zone_core,
+    zone_grpc,
+)
 from bench.report import Report
 
 
@@ -15,6 +23,7 @@ def main() -> int:
     buddy_grpc.run(report)
     zone_core.run(report)
     zone_grpc.run(report)
+    slab_grpc.run(report)
     mmu_core.run(report)
     mmu_grpc.run(report)
     path = report.write("bench")

@@ -14,7 +14,7 @@ from memsim.clients.cli.state import ServiceRecord
 from memsim.profiles.loader import MachineProfile
 
 # Who each service asks, and so must start after.
-PEERS = {"echo": (), "buddy": (), "zone": ("buddy",), "mmu": ("zone",)}
+PEERS = {"echo": (), "buddy": (), "zone": ("buddy",), "mmu": ("zone",), "slab": ("zone",)}
 
 
 @contextlib.contextmanager

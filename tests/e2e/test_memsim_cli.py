@@ -72,7 +72,7 @@ def test_up_cat_status_down_leaves_nothing_behind(cli: Cli) -> None:
     assert up.returncode == 0, up.stderr
     assert "x86_32 (1G, 4K pages, MAX_ORDER 11) is up" in up.stdout
     pids = cli.recorded_pids()
-    assert len(pids) == 3  # buddy, zone, mmu
+    assert len(pids) == 5  # buddy, policy, zone, slab, mmu
     assert all(cli.pid_alive(p) for p in pids)
 
     cat = cli.run("cat", "/proc/buddyinfo")
@@ -91,11 +91,11 @@ def test_up_cat_status_down_leaves_nothing_behind(cli: Cli) -> None:
 
     down = cli.run("down")
     assert down.returncode == 0, down.stderr
-    assert f"buddy: stopped pid {pids[0]}" in down.stdout
-    assert f"zone: stopped pid {pids[1]}" in down.stdout
-    assert f"mmu: stopped pid {pids[2]}" in down.stdout
+    for name, pid in zip(("buddy", "policy", "zone", "slab", "mmu"), pids, strict=True):
+        assert f"{name}: stopped pid {pid}" in down.stdout
     assert not any(cli.pid_alive(p) for p in pids)
     assert not (cli.run_dir / "machine.json").exists()
+    assert not (cli.run_dir / "admin_token").exists()
 
     after = cli.run("cat", "/proc/buddyinfo")
     assert after.returncode == 1
@@ -187,7 +187,17 @@ def test_processes_proc_files_free_and_kill(cli: Cli) -> None:
         assert meminfo.startswith(f"{'MemTotal:':<14}{total_kb:>8} kB\n")
         assert "\nSwapTotal:      262144 kB\nSwapFree:       262144 kB\n" in meminfo
         assert "\nHighTotal:" in meminfo
-        assert "\nCommitted_AS:        0 kB\n" in meminfo
+        # CommitLimit: swap + RAM x overcommit_ratio (50) / 100; init's data
+        # and stack are what is committed.
+        commit_limit = 262144 + total_kb // 4 * 50 // 100 * 4
+        assert f"\n{'CommitLimit:':<14}{commit_limit:>8} kB\n" in meminfo
+        vm = {
+            line.split(":")[0]: int(line.split()[1])
+            for line in status.stdout.splitlines()
+            if line.startswith(("VmData", "VmStk"))
+        }
+        committed = vm["VmData"] + vm["VmStk"]
+        assert f"\n{'Committed_AS:':<14}{committed:>8} kB\n" in meminfo
 
         free = cli.run("free", "-m")
         assert free.returncode == 0, free.stderr
@@ -297,7 +307,9 @@ def test_foreground_up_ends_quietly_when_memsim_down_stops_it(cli: Cli) -> None:
 
 def test_nommu_machine_fails_a_big_mapping_from_fragmentation(cli: Cli) -> None:
     """On uClinux a mapping is one contiguous block: with half the memory free
-    in single pages, 512 KiB cannot be had, and memsim says why."""
+    in 64 KiB holes, 512 KiB cannot be had, and memsim says why. (Blocks of 64
+    KiB are order 4, past PAGE_ALLOC_COSTLY_ORDER: when they run out the
+    mapping fails with ENOMEM instead of waking the OOM killer.)"""
     up = cli.run("up", "-d", "--ephemeral-ports", "--profile", "nommu")
     assert up.returncode == 0, up.stderr
     try:
@@ -308,13 +320,13 @@ def test_nommu_machine_fails_a_big_mapping_from_fragmentation(cli: Cli) -> None:
             async with open_channel(mmu_address) as channel:
                 proc = await Process.spawn(channel, "frag")
                 pages = []
-                while True:  # every page there is, one mapping each
+                while True:  # every 64 KiB block there is, one mapping each
                     try:
-                        pages.append(await proc.mmap(4096))
+                        pages.append(await proc.mmap(64 << 10))
                     except OutOfMemory:
                         break
                 for address in pages[::2]:
-                    await proc.munmap(address, 4096)
+                    await proc.munmap(address, 64 << 10)
                 with pytest.raises(OutOfMemory) as refused:
                     await proc.mmap(512 << 10)
                 return str(refused.value)
@@ -326,5 +338,47 @@ def test_nommu_machine_fails_a_big_mapping_from_fragmentation(cli: Cli) -> None:
         counts = [int(n) for n in line.split()[4:]]
         assert sum(counts[:7]) > 0  # free memory, in small blocks only
         assert counts[7:] == [0, 0, 0, 0]
+    finally:
+        assert cli.run("down").returncode == 0
+
+
+def test_slab_commands_show_the_kernel_objects_of_the_running_machine(cli: Cli) -> None:
+    assert cli.run("up", "-d", "--ephemeral-ports").returncode == 0
+    try:
+        slabinfo = cli.run("cat", "/proc/slabinfo")
+        assert slabinfo.returncode == 0, slabinfo.stderr
+        lines = slabinfo.stdout.splitlines()
+        assert lines[0] == "slabinfo - version: 2.1"
+        rows = {line.split()[0]: line.split() for line in lines[2:]}
+        for name in ("task_struct", "mm_struct", "vm_area_struct", "dentry", "size-32"):
+            assert name in rows
+        # init's task_struct is in use: the MMU took it from the slab.
+        assert int(rows["task_struct"][1]) >= 1
+
+        top = cli.run("slabtop", "-s", "c", "-n", "3")
+        assert top.returncode == 0, top.stderr
+        header = top.stdout.splitlines()
+        assert header[0].startswith(" Active / Total Objects (% used)")
+        table = header[header.index("") + 1 :]
+        assert table[0].split()[-1] == "NAME"
+        assert len(table) == 4  # the header and three caches, largest first
+        sizes = [int(row.split()[-2].rstrip("K")) for row in table[1:]]
+        assert sizes == sorted(sizes, reverse=True)
+        assert sizes[0] > 0
+
+        bad = cli.run("slabtop", "-s", "z")
+        assert bad.returncode == 1
+        assert "unknown sort key 'z'" in bad.stderr
+
+        meminfo = cli.run("cat", "/proc/meminfo").stdout
+        slab_kb = int(meminfo.split("\nSlab:")[1].split()[0])
+        reclaimable = int(meminfo.split("\nSReclaimable:")[1].split()[0])
+        unreclaimable = int(meminfo.split("\nSUnreclaim:")[1].split()[0])
+        assert slab_kb == reclaimable + unreclaimable > 0
+        assert "\nVmallocTotal:" in meminfo
+
+        vmallocinfo = cli.run("cat", "/proc/vmallocinfo")
+        assert vmallocinfo.returncode == 0, vmallocinfo.stderr
+        assert cli.run("dmesg").returncode == 0
     finally:
         assert cli.run("down").returncode == 0

@@ -3,7 +3,7 @@ one batch, frees kept up to high, reclaim and drain_all_pages taking them back."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import pytest
 import pytest_asyncio
@@ -68,9 +68,18 @@ class CountingZone(LocalZone):
         self.allocs: list[tuple[int, int, int]] = []
         self.frees: list[int] = []
 
-    async def alloc(self, gfp_mask: int, count: int, cpu: int, extra: int = 0) -> list[int]:
+    async def alloc(
+        self,
+        gfp_mask: int,
+        count: int,
+        cpu: int,
+        extra: int = 0,
+        *,
+        pid: int = 0,
+        nodes: Sequence[int] = (),
+    ) -> list[int]:
         self.allocs.append((gfp_mask, count, extra))
-        return await super().alloc(gfp_mask, count, cpu, extra)
+        return await super().alloc(gfp_mask, count, cpu, extra, pid=pid, nodes=nodes)
 
     async def free(self, pfns: Iterable[int], cpu: int, cold: bool = False) -> None:
         pfns = list(pfns)
@@ -167,7 +176,15 @@ async def test_a_failed_refill_puts_back_what_the_list_had(
     cpu = service.cpu_of(app)
     before = service.cache.pages()
 
-    async def no_frames(gfp_mask: int, count: int, cpu: int, extra: int = 0) -> list[int]:
+    async def no_frames(
+        gfp_mask: int,
+        count: int,
+        cpu: int,
+        extra: int = 0,
+        *,
+        pid: int = 0,
+        nodes: Sequence[int] = (),
+    ) -> list[int]:
         raise NoMemory("the zone allocator has no frames")
 
     zone.alloc = no_frames  # type: ignore[method-assign]

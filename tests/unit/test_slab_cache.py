@@ -46,9 +46,14 @@ def test_slabs_move_between_the_free_partial_and_full_lists() -> None:
     b = cache.alloc(2, [11]).addresses
     assert lists(cache) == ([10], [11], [])
     cache.free(a[:1])
+    # On the array cache: its slab still counts it as in use.
+    assert lists(cache) == ([10], [11], [])
+    assert cache.array_avail == 1
+    assert cache.drain_array() == []
     # free_block: a slab still in use goes to the tail of slabs_partial.
     assert lists(cache) == ([], [11, 10], [])
     cache.free(b)
+    assert cache.drain_array() == []
     # Empty, and free_objects 1 + 4 = 5 <= free_limit: kept on slabs_free.
     assert lists(cache) == ([], [10], [11])
     assert cache.free_objects == 5
@@ -166,7 +171,12 @@ def test_empty_slabs_beyond_free_limit_go_back_at_once() -> None:
     assert (cache.num, cache.gfporder, cache.tunables.free_limit) == (1, 4, 13)
     pfns = [16 * i for i in range(1, 21)]
     addrs = cache.alloc(20, pfns).addresses
-    released = cache.free(addrs)
+    # The array takes 8; the 9th, 13th and 17th frees each flush the 4
+    # oldest to free_block first: 12 empty slabs, 8 objects on the array.
+    assert cache.free(addrs) == []
+    assert len(cache.lists[FREE]) == 12
+    assert cache.array_avail == 8
+    released = cache.drain_array()
     # The first 13 empty slabs are kept; the 14th to 20th go back.
     assert released == [(pfn, 4) for pfn in pfns[13:]]
     assert len(cache.lists[FREE]) == 13
@@ -182,6 +192,7 @@ def test_reap_skips_a_recently_touched_free_list_then_frees_a_fifth() -> None:
     cache = KmemCache(env(), "r", 65536)
     addrs = cache.alloc(10, [16 * i for i in range(1, 11)]).addresses
     cache.free(addrs)
+    cache.drain_array()
     assert len(cache.lists[FREE]) == 10
     # The allocation that grew went past an empty partial list: touched.
     assert cache.reap() == []

@@ -114,7 +114,8 @@ def test_a_write_past_the_end_hits_the_red_zone() -> None:
     assert cache.stats.errors == 1
     # The free went through; both words now say "free".
     assert a.read(obj - 8, 8) == RED_INACTIVE.to_bytes(8, "little")
-    assert cache.active_objs == 0
+    assert cache.in_use == 0
+    assert cache.array_avail == 1
 
 
 def test_both_red_zones_reading_free_on_a_free_is_a_double_free() -> None:

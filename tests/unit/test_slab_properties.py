@@ -1,7 +1,9 @@
 """Random allocation and free sequences keep every slab invariant: the lists
-hold the slabs their use says they should, active_objs is what is allocated,
-free_objects and the page map agree with the slabs, every page handed in is
-either in a slab or handed back exactly once, and object bytes survive."""
+hold the slabs their use says they should, in_use is what is allocated and
+active_objs that and the array cache's objects, the array holds at most limit
+freed objects that their slabs still count, free_objects and the page map
+agree with the slabs, every page handed in is either in a slab or handed back
+exactly once, and object bytes survive."""
 
 from __future__ import annotations
 
@@ -33,15 +35,27 @@ steps = st.lists(
 
 def check(cache: KmemCache, allocated: set[int]) -> None:
     assert set(cache.live) == allocated
-    assert cache.active_objs == len(allocated)
+    assert cache.in_use == len(allocated)
+    assert cache.active_objs == len(allocated) + cache.array_avail
+    assert cache.array_avail <= cache.tunables.limit
+    on_array: dict[int, set[int]] = {}
+    for addr, slab, idx in cache.ac:
+        assert addr not in allocated
+        assert cache.env.slab_of(addr) is slab
+        assert not slab.active[idx]
+        assert idx not in on_array.setdefault(slab.pfn, set())
+        on_array[slab.pfn].add(idx)
     free_objects = 0
     for kind, lst in zip((FULL, PARTIAL, FREE), cache.lists, strict=True):
         for pfn, slab in lst.items():
             assert slab.pfn == pfn
             assert slab.list == kind
             assert slab.cache is cache
-            assert slab.inuse == sum(slab.active) == cache.num - len(slab.free)
-            assert sorted(slab.free) == [i for i in range(cache.num) if not slab.active[i]]
+            cached = on_array.get(pfn, set())
+            assert slab.inuse == sum(slab.active) + len(cached) == cache.num - len(slab.free)
+            assert sorted(slab.free) == [
+                i for i in range(cache.num) if not slab.active[i] and i not in cached
+            ]
             if kind == FULL:
                 assert slab.inuse == cache.num
             elif kind == PARTIAL:

@@ -130,4 +130,5 @@ def test_without_an_mmu_vmalloc_is_kmalloc() -> None:
     info = a.vmalloc_info()
     assert (info.total, info.used, info.largest_chunk) == (0, 0, 0)
     assert a.vfree(result.addr) == []
-    assert a.cache("size-128").active_objs == 0
+    assert a.cache("size-128").in_use == 0
+    assert a.cache("size-128").array_avail == 1

@@ -17,6 +17,7 @@ import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from memsim.runtime.logs import get_logger
+from memsim.runtime.panic import PanicGate
 
 HANDLING_BUCKETS = (
     0.0001,
@@ -138,8 +139,10 @@ else:  # generic only in the stubs
 
 
 class ObservingInterceptor(_ServerInterceptor):
-    def __init__(self, observers: list[RpcObserver]) -> None:
+    def __init__(self, observers: list[RpcObserver], gate: PanicGate | None = None) -> None:
         self._observers = observers
+        # A halted machine refuses what would change it (runtime.panic).
+        self._gate = gate or PanicGate()
         # Wrapped handlers by method: the handler for a method never changes.
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
@@ -177,6 +180,12 @@ class ObservingInterceptor(_ServerInterceptor):
 
     def _observe(self, rpc: RpcName, behavior: Callable[..., Any]) -> Callable[..., Any]:
         observers = self._observers
+        gate = self._gate
+
+        async def check_halted(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            message = gate.refusal(rpc.service, rpc.method)
+            if message is not None:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, message)
 
         def finish(
             context: grpc.aio.ServicerContext[Any, Any], start: float, exc: BaseException | None
@@ -198,6 +207,7 @@ class ObservingInterceptor(_ServerInterceptor):
                     observer.started(rpc)
                 start = time.perf_counter()
                 try:
+                    await check_halted(context)
                     async for item in behavior(request, context):
                         yield item
                 except BaseException as exc:
@@ -212,6 +222,7 @@ class ObservingInterceptor(_ServerInterceptor):
                 observer.started(rpc)
             start = time.perf_counter()
             try:
+                await check_halted(context)
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
                     result = await result

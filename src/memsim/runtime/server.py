@@ -27,6 +27,7 @@ from memsim.runtime.config import ServerConfig
 from memsim.runtime.interceptors import ObservingInterceptor, RpcLog, RpcMetrics
 from memsim.runtime.logs import configure_logging, get_logger
 from memsim.runtime.metrics_http import MetricsEndpoint
+from memsim.runtime.panic import PanicGate
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
@@ -44,6 +45,8 @@ class Service:
     # address) and before SERVING, on_stop after the last call on shutdown.
     on_start: Callable[[str], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
+    # Closed by a kernel panic: mutating calls are refused until a reboot.
+    gate: PanicGate = field(default_factory=PanicGate)
 
 
 @dataclass
@@ -79,7 +82,7 @@ async def start_server(
     for collector in service.collectors:
         registry.register(collector)
     ProcessCollector(registry=registry)
-    interceptor = ObservingInterceptor([RpcMetrics(registry), RpcLog(service.name)])
+    interceptor = ObservingInterceptor([RpcMetrics(registry), RpcLog(service.name)], service.gate)
     server = grpc.aio.server(interceptors=[interceptor])
     service.add_to_server(server)
     health_servicer = health_aio.HealthServicer()

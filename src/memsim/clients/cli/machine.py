@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from memsim.clients.cli.credentials import ENV as ADMIN_TOKEN_ENV
+from memsim.clients.cli.credentials import admin_token, forget_admin_token, new_admin_token
 from memsim.clients.cli.processes import (
     LaunchError,
     is_alive,
@@ -14,8 +16,10 @@ from memsim.clients.cli.processes import (
 from memsim.clients.cli.state import MachineState, run_dir
 from memsim.profiles.loader import MachineProfile
 
-# Start order: a service starts after every service it asks.
-SERVICES: tuple[str, ...] = ("buddy", "zone", "mmu")
+# Start order: a service starts after every service it asks. The policy
+# service asks the MMU too (for tasks to kill): the MMU tells it where it is
+# when it starts.
+SERVICES: tuple[str, ...] = ("buddy", "policy", "zone", "slab", "mmu")
 
 
 def running_machine() -> MachineState | None:
@@ -61,16 +65,32 @@ def bring_up(
             f"a machine is already running from {MachineState.path()} "
             f"(pids {pids}); stop it with `memsim down`"
         )
-    state = MachineState(profile.name, profile.summary, os.getpid(), detached)
+    state = MachineState(
+        profile.name,
+        profile.summary,
+        os.getpid(),
+        detached,
+        boot_env=profile_env(profile, swap_bytes),
+        ephemeral_ports=ephemeral_ports,
+    )
+    new_admin_token()
+    _start_services(state)
+    return state
+
+
+def _start_services(state: MachineState) -> None:
+    """Starts every service in order, recording each in the run directory;
+    on any failure stops what it started."""
     peers: dict[str, str] = {}
+    env = {**state.boot_env, ADMIN_TOKEN_ENV: admin_token()}
     try:
         for name in SERVICES:
             record = start_service(
                 name,
                 run_dir(),
-                ephemeral_ports=ephemeral_ports,
+                ephemeral_ports=state.ephemeral_ports,
                 peers=peers,
-                extra_env=profile_env(profile, swap_bytes),
+                extra_env=env,
             )
             state.services[name] = record
             peers[name] = record.address
@@ -78,11 +98,31 @@ def bring_up(
     except BaseException:
         tear_down(state)
         raise
-    return state
+
+
+def reboot(state: MachineState) -> list[str]:
+    """Every service stopped and booted again as it was first booted: the
+    machine's boot state, a panic forgotten. A foreground `memsim up` follows
+    the new pids."""
+    state.rebooting = True
+    state.save()
+    report = _stop_services(state)
+    state.services = {}
+    _start_services(state)
+    state.rebooting = False
+    state.save()
+    return report
 
 
 def tear_down(state: MachineState) -> list[str]:
     """Stops every service by the pid it was started with; returns what it did."""
+    report = _stop_services(state)
+    MachineState.remove()
+    forget_admin_token()
+    return report
+
+
+def _stop_services(state: MachineState) -> list[str]:
     report = []
     for name in reversed(list(state.services)):
         record = state.services[name]
@@ -92,5 +132,4 @@ def tear_down(state: MachineState) -> list[str]:
             report.append(f"{name}: stopped pid {record.pid}")
         else:
             report.append(f"{name}: pid {record.pid} was already gone")
-    MachineState.remove()
     return report

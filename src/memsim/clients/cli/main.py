@@ -15,10 +15,26 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from memsim.clients.cli import sysctl
+from memsim.clients.cli.credentials import admin_token
 from memsim.clients.cli.demo import run_demo
-from memsim.clients.cli.machine import bring_up, default_swap_bytes, running_machine, tear_down
+from memsim.clients.cli.machine import (
+    bring_up,
+    default_swap_bytes,
+    reboot,
+    running_machine,
+    tear_down,
+)
 from memsim.clients.cli.processes import LaunchError, check_serving, is_alive
-from memsim.clients.cli.procfiles import FILE_NAMES, Clients, free, proc_file, ps
+from memsim.clients.cli.procfiles import (
+    FILE_NAMES,
+    Clients,
+    dmesg,
+    free,
+    proc_file,
+    ps,
+    slabtop,
+)
 from memsim.clients.cli.state import MachineState, run_dir
 from memsim.profiles.loader import ProfileError, available_profiles, load_profile
 from memsim.profiles.sizes import format_size, parse_size
@@ -27,6 +43,8 @@ from memsim.runtime.config import peer_address
 from memsim.services.buddy.client import BuddyClient
 from memsim.services.mmu.client import MmuClient
 from memsim.services.mmu.process import SIGNALS
+from memsim.services.policy.client import PolicyClient
+from memsim.services.slab.client import SlabClient
 from memsim.services.zone.client import ZoneClient
 
 app = typer.Typer(
@@ -136,8 +154,18 @@ async def _with_clients(
         open_channel(_address(state, "buddy")) as buddy,
         open_channel(_address(state, "zone")) as zone,
         open_channel(_address(state, "mmu")) as mmu,
+        open_channel(_address(state, "slab")) as slab,
+        open_channel(_address(state, "policy")) as policy,
     ):
-        return await use(Clients(BuddyClient(buddy), ZoneClient(zone), MmuClient(mmu)))
+        return await use(
+            Clients(
+                BuddyClient(buddy),
+                ZoneClient(zone),
+                MmuClient(mmu),
+                SlabClient(slab),
+                PolicyClient(policy),
+            )
+        )
 
 
 class _StopRequest:
@@ -158,6 +186,10 @@ def _wait_foreground(state: MachineState, stop: _StopRequest) -> None:
         if current is None or current.stopping:
             print("memsim: stopped by `memsim down`")
             return
+        if current.rebooting:  # `memsim reboot` stops and starts them: wanted
+            time.sleep(0.2)
+            continue
+        state = current  # after a reboot: the new pids
         dead = [s for s in state.services.values() if not is_alive(s.pid)]
         if dead:
             names = ", ".join(f"{s.name} (log {s.log_file})" for s in dead)
@@ -246,6 +278,38 @@ def free_command(
     _read(produce, "free")
 
 
+@app.command("slabtop")
+def slabtop_command(
+    sort: Annotated[
+        str,
+        typer.Option(
+            "--sort",
+            "-s",
+            help="Sort by: a active objects, b objects per slab, c cache size, l slabs, "
+            "v active slabs, n name, o objects (default), p pages per slab, s object size, "
+            "u use.",
+        ),
+    ] = "o",
+    limit: Annotated[int | None, typer.Option("--lines", "-n", help="Caches to show.")] = None,
+) -> None:
+    """slabtop --once: the slab caches with totals, largest first."""
+    if sort not in "abclvnopsu" or len(sort) != 1:
+        raise fail(f"slabtop: unknown sort key {sort!r} (keys: abclvnopsu)")
+    if limit is not None and limit < 1:
+        raise fail(f"slabtop: --lines must be at least 1, not {limit}")
+
+    async def produce(c: Clients) -> str:
+        return await slabtop(c, sort, limit)
+
+    _read(produce, "slabtop")
+
+
+@app.command("dmesg")
+def dmesg_command() -> None:
+    """The kernel log: slab corruption reports and the like."""
+    _read(dmesg, "dmesg")
+
+
 @app.command("ps")
 def ps_command() -> None:
     """Every live process as `ps aux` shows it: PID, USER, VSZ and RSS in KiB, %MEM, COMMAND."""
@@ -318,3 +382,77 @@ def kill_command(
     if errors:
         typer.echo(errors, err=True)
         raise typer.Exit(1)
+
+
+@app.command("sysctl")
+def sysctl_command(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="vm.NAME to show, or vm.NAME=VALUE to write.")
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", "-a", help="Every sysctl.")] = False,
+    values_only: Annotated[bool, typer.Option("--values", "-n", help="Values only.")] = False,
+    write: Annotated[
+        bool, typer.Option("--write", "-w", help="Every argument is NAME=VALUE.")
+    ] = False,
+    load: Annotated[
+        str | None, typer.Option("--load", "-p", help="Apply a sysctl.conf file.")
+    ] = None,
+) -> None:
+    """sysctl(8) for the machine's vm.* sysctls; writing needs the admin
+    credential (`memsim up` keeps it in the run directory)."""
+    args = names or []
+    if load is not None:
+        try:
+            with open(load, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise fail(f'sysctl: cannot open "{load}": {exc.strerror}') from None
+
+        async def produce(c: Clients) -> str:
+            return await sysctl.load(c.policy, text, load, admin_token())
+
+    elif show_all:
+
+        async def produce(c: Clients) -> str:
+            return await sysctl.show_all(c.policy, values_only)
+
+    elif not args:
+        raise fail("sysctl: give -a, -p FILE, NAME or -w NAME=VALUE")
+    elif write or any("=" in arg for arg in args):
+        if not all("=" in arg for arg in args):
+            bad = next(arg for arg in args if "=" not in arg)
+            raise fail(f'sysctl: "{bad}" must be of the form name=value')
+
+        async def produce(c: Clients) -> str:
+            return await sysctl.write(c.policy, args, admin_token(), values_only)
+
+    else:
+
+        async def produce(c: Clients) -> str:
+            return await sysctl.show(c.policy, args, values_only)
+
+    state = running_machine()
+    _address(state, "policy")
+    try:
+        sys.stdout.write(asyncio.run(_with_clients(state, produce)))
+    except grpc.aio.AioRpcError as exc:
+        # The policy service words its refusals as sysctl(8) does.
+        typer.echo(exc.details(), err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("reboot")
+def reboot_command() -> None:
+    """Boot the running machine again: every service restarted in its boot
+    state (after a kernel panic, the only way on)."""
+    state = running_machine()
+    if state is None:
+        raise fail("no machine is running (start one with `memsim up -d`)")
+    if not admin_token():
+        raise fail("reboot: permission denied (the admin credential is not readable)")
+    try:
+        for line in reboot(state):
+            print(f"memsim: {line}")
+    except LaunchError as exc:
+        raise fail(f"reboot: {exc}") from None
+    print(f"memsim: machine {state.summary} is up again")

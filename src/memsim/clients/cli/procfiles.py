@@ -1,6 +1,7 @@
-"""`memsim cat PATH`, `memsim free` and `memsim ps`: the files of /proc and
-debugfs that the machine serves, each produced from the services that own the
-facts (zone and buddy for physical memory, mmu for processes and swap)."""
+"""`memsim cat PATH`, `memsim free`, `memsim ps`, `memsim slabtop` and `memsim
+dmesg`: the files of /proc and debugfs that the machine serves, each produced
+from the services that own the facts (zone and buddy for physical memory, mmu
+for processes and swap, slab for kernel objects and vmalloc)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,18 @@ from memsim.procfs.extfrag import format_index_file
 from memsim.procfs.free import format_free
 from memsim.procfs.maps import MapsEntry, format_maps
 from memsim.procfs.meminfo import MemInfo, format_meminfo
+from memsim.procfs.slabinfo import SlabinfoRow, format_slabinfo, format_slabtop
 from memsim.procfs.status import ProcessStatus, format_status
+from memsim.procfs.vmallocinfo import VmallocEntry, format_vmallocinfo
 from memsim.procfs.vmstat import format_vmstat
 from memsim.procfs.zoneinfo import format_zoneinfo
 from memsim.services.buddy.client import BuddyClient
 from memsim.services.mmu.client import MmuClient
+from memsim.services.policy.client import PolicyClient
+from memsim.services.slab.client import SlabClient
 from memsim.services.zone.client import ZoneClient
 from memsim.services.zone.vmstat import NUMA_STAT_ITEMS, ZONE_STAT_ITEMS
+from memsim.slab.v1 import slab_pb2
 from memsim.zone.v1 import zone_pb2
 
 
@@ -29,6 +35,8 @@ class Clients:
     buddy: BuddyClient
     zone: ZoneClient
     mmu: MmuClient
+    slab: SlabClient
+    policy: PolicyClient
 
 
 async def buddyinfo(c: Clients) -> str:
@@ -58,6 +66,57 @@ async def zoneinfo(c: Clients) -> str:
 
 async def vmstat(c: Clients) -> str:
     return format_vmstat(await c.zone.vmstat())
+
+
+def slabinfo_rows(info: slab_pb2.GetSlabInfoResponse) -> list[SlabinfoRow]:
+    return [
+        SlabinfoRow(
+            name=cache.name,
+            active_objs=cache.active_objects,
+            num_objs=cache.total_objects,
+            objsize=cache.buffer_size_bytes,
+            objperslab=cache.objects_per_slab,
+            pagesperslab=1 << cache.gfporder,
+            limit=cache.limit,
+            batchcount=cache.batchcount,
+            sharedfactor=cache.shared,
+            active_slabs=cache.active_slabs,
+            num_slabs=cache.total_slabs,
+        )
+        for cache in info.caches
+    ]
+
+
+async def slabinfo(c: Clients) -> str:
+    return format_slabinfo(slabinfo_rows(await c.slab.slabinfo()))
+
+
+async def slabtop(c: Clients, sort: str = "o", limit: int | None = None) -> str:
+    info = await c.slab.slabinfo()
+    return format_slabtop(slabinfo_rows(info), info.page_size_bytes, sort, limit)
+
+
+async def vmallocinfo(c: Clients) -> str:
+    info = await c.slab.vmallocinfo()
+    entries = [
+        VmallocEntry(
+            addr=area.address,
+            size=area.size_bytes,
+            pages=area.pages,
+            caller=area.caller,
+            nodes=tuple(sorted(area.node_pages.items())),
+        )
+        for area in info.areas
+    ]
+    return format_vmallocinfo(entries, info.word_bytes)
+
+
+async def dmesg(c: Clients) -> str:
+    """The kernel log: what the slab allocator reported, then the OOM
+    killer's and the sysctls' lines (each service keeps its own ring)."""
+    lines = list((await c.slab.kernel_log()).lines)
+    lines += [line.text for line in (await c.policy.kernel_log()).lines]
+    return "".join(f"{line}\n" for line in lines)
 
 
 # Profiles whose kernel is 32-bit (sizeof(void *) == 4): /proc/PID/maps pads
@@ -129,10 +188,12 @@ async def free(c: Clients, unit: str = "k") -> str:
 
 
 async def meminfo(c: Clients) -> str:
-    """/proc/meminfo: zone's counts and the MMU's; what no service knows yet is 0
-    (Committed_AS and CommitLimit wait for the policy service, Slab for slab)."""
+    """/proc/meminfo: zone's counts, the MMU's (with the commit accounting)
+    and the slab's."""
     mem = await physical(c)
     stats = await c.mmu.stats()
+    slab = await c.slab.slabinfo()
+    vmalloc = await c.slab.vmallocinfo()
     kb = stats.page_size_bytes // 1024
     return format_meminfo(
         MemInfo(
@@ -147,6 +208,13 @@ async def meminfo(c: Clients) -> str:
             swap_free_kb=stats.swap_free_pages * kb,
             anon_pages_kb=stats.anon_pages * kb,
             page_tables_kb=stats.page_table_pages * kb,
+            commit_limit_kb=stats.commit_limit_pages * kb,
+            committed_as_kb=stats.committed_as_pages * kb,
+            s_reclaimable_kb=slab.reclaimable_pages * kb,
+            s_unreclaim_kb=slab.unreclaimable_pages * kb,
+            vmalloc_total_kb=vmalloc.total_bytes >> 10,
+            vmalloc_used_kb=vmalloc.used_bytes >> 10,
+            vmalloc_chunk_kb=vmalloc.largest_chunk_bytes >> 10,
             highmem=mem.highmem,
             hugetlb=mem.profile in HUGEPAGE_KB,
             hugepagesize_kb=HUGEPAGE_KB.get(mem.profile, 0),
@@ -251,21 +319,40 @@ PROC_FILES: dict[str, Callable[[Clients], Awaitable[str]]] = {
     "/proc/meminfo": meminfo,
     "/proc/zoneinfo": zoneinfo,
     "/proc/vmstat": vmstat,
+    "/proc/slabinfo": slabinfo,
+    "/proc/vmallocinfo": vmallocinfo,
     "/sys/kernel/debug/extfrag/unusable_index": unusable_index,
     "/sys/kernel/debug/extfrag/extfrag_index": extfrag_index,
 }
+
+
+async def process_oom_score(c: Clients, pid: int) -> str:
+    """/proc/PID/oom_score: badness() as the OOM killer would score it now."""
+    return f"{await c.policy.oom_score(pid)}\n"
+
+
+async def process_oom_adj(c: Clients, pid: int) -> str:
+    return f"{(await c.policy.oom_adj(pid))[0]}\n"
+
+
+async def process_oom_score_adj(c: Clients, pid: int) -> str:
+    return f"{(await c.policy.oom_adj(pid))[1]}\n"
+
 
 # /proc/PID/<file>: the files of one process.
 PID_FILES: dict[str, Callable[[Clients, int], Awaitable[str]]] = {
     "maps": process_maps,
     "status": process_status,
+    "oom_score": process_oom_score,
+    "oom_adj": process_oom_adj,
+    "oom_score_adj": process_oom_score_adj,
 }
 _PID_PATH = re.compile(r"/proc/(\d+)/([a-z_]+)")
 FILE_NAMES = [*PROC_FILES, *(f"/proc/PID/{name}" for name in PID_FILES)]
 
 
 def proc_file(path: str) -> Callable[[Clients], Awaitable[str]] | None:
-    """What produces path: a fixed file, or /proc/PID/maps and /proc/PID/status."""
+    """What produces path: a fixed file, or one of /proc/PID/'s."""
     fixed = PROC_FILES.get(path)
     if fixed is not None:
         return fixed

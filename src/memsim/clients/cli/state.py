@@ -40,6 +40,12 @@ class MachineState:
     # Set by `memsim down` before it stops anything, so that a foreground
     # `memsim up` watching its services knows their end is wanted.
     stopping: bool = False
+    # What the services were booted with (the profile's variables), so that
+    # `memsim reboot` boots the same machine again.
+    boot_env: dict[str, str] = field(default_factory=dict)
+    ephemeral_ports: bool = False
+    # Set by `memsim reboot` while it restarts the services: their ends are wanted.
+    rebooting: bool = False
 
     @classmethod
     def path(cls) -> Path:

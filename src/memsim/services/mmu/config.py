@@ -10,7 +10,7 @@ from pathlib import Path
 
 from memsim.profiles.loader import MachineProfile
 from memsim.profiles.sizes import parse_size
-from memsim.runtime.config import peer_address
+from memsim.runtime.config import ConfigError, peer_address
 from memsim.services.zone.config import ZoneConfig
 
 
@@ -22,13 +22,28 @@ class MmuConfig:
     swap_bytes: int = 0
     data_dir: Path = Path(tempfile.gettempdir()) / f"memsim-{os.getuid()}-data"
     swappiness: int = 60  # vm.swappiness
+    # Where the slab service is; None: the MMU keeps no kernel objects there.
+    slab_address: str | None = None
+    # How often the commit check's copy of the zone's and slab's counters is
+    # refreshed, in milliseconds; 0: never (the boot values stay).
+    counters_refresh_ms: int = 1000
+    # The policy service: sysctls to follow, and to tell where the MMU is (the
+    # OOM killer's tasks). None: the MMU's boot sysctls, and no OOM killer.
+    policy_address: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> MmuConfig:
         """The zone's profile variables, MEMSIM_ZONE_ADDR, MEMSIM_SEED,
-        MEMSIM_SWAP (size of the swap area, default half of RAM) and
-        MEMSIM_DATA_DIR (where the swap file lives)."""
+        MEMSIM_SWAP (size of the swap area, default half of RAM),
+        MEMSIM_DATA_DIR (where the swap file lives) and MEMSIM_SLAB_ADDR (the
+        slab service for task_struct, mm_struct and vm_area_struct; unset:
+        none) and MEMSIM_COUNTERS_REFRESH_MS (how often the zone's and the
+        slab's counters that the commit check reads are refreshed, default
+        1000; 0: never) and MEMSIM_POLICY_ADDR (unset: no policy service)."""
         env = os.environ if env is None else env
+        refresh = env.get("MEMSIM_COUNTERS_REFRESH_MS", "1000")
+        if not refresh.isdigit():
+            raise ConfigError(f"MEMSIM_COUNTERS_REFRESH_MS={refresh!r} is not a number of ms")
         profile = ZoneConfig.from_env(env).profile
         swap = env.get("MEMSIM_SWAP")
         defaults = cls(profile, "")
@@ -38,4 +53,7 @@ class MmuConfig:
             int(env.get("MEMSIM_SEED", "0")),
             parse_size(swap) if swap else profile.mem_bytes // 2 if profile.mmu else 0,
             Path(env["MEMSIM_DATA_DIR"]) if env.get("MEMSIM_DATA_DIR") else defaults.data_dir,
+            slab_address=peer_address("slab", env) if env.get("MEMSIM_SLAB_ADDR") else None,
+            counters_refresh_ms=int(refresh),
+            policy_address=peer_address("policy", env) if env.get("MEMSIM_POLICY_ADDR") else None,
         )

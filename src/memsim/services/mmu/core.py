@@ -6,16 +6,25 @@ that takes the frames the service got from the zone and returns any it did
 not use. Between the two nothing of that process changes: the service holds
 the process's lock (its mmap_sem); only other processes can drop their share
 of a copy-on-write frame, which apply re-checks.
+
+Commit accounting (Committed_AS, vm_committed_space) is 2.6.24's: a mapping
+that mmap_region, do_brk, exec's stack or dup_mmap gives VM_ACCOUNT is charged
+when it is made, after security_vm_enough_memory says yes, and is given back
+with the VMA (munmap, also of a part; exit). A shared anonymous mapping's charge
+belongs to its shmem object and a System V segment's to the segment. The check
+runs here, on the cached sysctls and counters (set_sysctls, mem): no call.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass, field
 
 from memsim.profiles.loader import MachineProfile
 from memsim.services.mmu import pagetable as pt
 from memsim.services.mmu import vma as v
+from memsim.services.mmu.commit import MemCounters, refusal_message
 from memsim.services.mmu.errors import (
     InvalidRequest,
     NoMemory,
@@ -38,6 +47,14 @@ from memsim.services.mmu.process import (
 )
 from memsim.services.mmu.swap import SwapArea
 from memsim.services.mmu.vma import AddressSpace, Vma
+from memsim.services.policy.overcommit import (
+    CommitLedger,
+    MemState,
+    mmap_is_charged,
+    mprotect_is_charged,
+    vm_commit_limit,
+)
+from memsim.services.policy.sysctl import Sysctls
 from memsim.services.zone.machine import Machine
 
 # The stack every process starts with, and the gap mmap leaves below it
@@ -118,6 +135,9 @@ class ShmSegment:
     uid: int
     frames: dict[int, int] = field(default_factory=dict)  # page in segment -> pfn
     removed: bool = False  # IPC_RMID: destroyed once nobody has it attached
+    # Its owner in the commit ledger (shmem_acct_size at shmget): released
+    # when the segment is destroyed.
+    commit_key: int = 0
 
 
 @dataclass
@@ -158,6 +178,124 @@ class Mmu:
         self.data: dict[int, bytearray] = {}
         self.clock_ms = 0
         self.faults = {"minor": 0, "major": 0, "protection": 0}
+        # Commit accounting: the sysctls as last applied, Committed_AS by
+        # owner (a pid, or a shmem object's negative key), and the zone's and
+        # slab's counters as last refreshed.
+        kb = self.page_size // 1024
+        self.mem = MemCounters.at_boot(self.layout)
+        self.sysctls = Sysctls(
+            min_free_kbytes=self.layout.min_free_kbytes,
+            lowmem_reserve_ratio=self.layout.lowmem_reserve_ratio,
+            free_kbytes=self.mem.totalram_pages * kb,
+        )
+        self.commit = CommitLedger()
+        self.commit_refusals = 0
+        self.last_refusal = ""
+        # Shared anonymous mappings' shmem objects: key -> mms that map it.
+        self.shmem_users: dict[int, int] = {}
+        self._next_commit_key = -1
+
+    # -- commit accounting (mm/mmap.c, security/commoncap.c) ------------------------------
+
+    def set_sysctls(self, sysctls: Sysctls) -> None:
+        """Applies a snapshot of the vm.* sysctls (the policy service owns
+        them): the MMU keeps its own copy, so later writes to the object
+        passed do not reach it until it is applied again."""
+        self.sysctls = copy.deepcopy(sysctls)
+
+    def mem_state(self) -> MemState:
+        """The counters __vm_enough_memory reads: swap live, the rest cached.
+        memsim has no page cache, so NR_FILE_PAGES is 0."""
+        mem = self.mem
+        return MemState(
+            totalram_pages=mem.totalram_pages,
+            total_swap_pages=self.swap.total,
+            nr_free_pages=mem.nr_free_pages,
+            nr_file_pages=0,
+            nr_swap_pages=self.swap.free,
+            nr_slab_reclaimable=mem.nr_slab_reclaimable,
+            totalreserve_pages=mem.totalreserve_pages,
+            page_size=self.page_size,
+        )
+
+    @property
+    def committed_as(self) -> int:
+        """Committed_AS in pages."""
+        return self.commit.committed
+
+    @property
+    def commit_limit(self) -> int:
+        """CommitLimit in pages, as /proc/meminfo computes it."""
+        return vm_commit_limit(
+            self.mem_state(), self.sysctls.overcommit_ratio, self.sysctls.overcommit_kbytes
+        )
+
+    @staticmethod
+    def cap_sys_admin(proc: Process) -> bool:
+        """cap_vm_enough_memory's test: root has every capability."""
+        return proc.uid == 0 or "CAP_SYS_ADMIN" in proc.capabilities
+
+    def committed_pages(self, proc: Process) -> int:
+        """What the process's own VMAs hold of Committed_AS."""
+        return self.commit.by_pid.get(proc.pid, 0)
+
+    def _new_commit_key(self) -> int:
+        key = self._next_commit_key
+        self._next_commit_key -= 1
+        return key
+
+    def _charge(
+        self,
+        owner: int,
+        sizes: list[int],
+        what: str,
+        *,
+        cap_sys_admin: bool,
+        total_vm: int,
+        released: int = 0,
+    ) -> None:
+        """security_vm_enough_memory for each size in turn, charging `owner`;
+        on a refusal, what this call charged goes back and NoMemory says why.
+        released: pages the caller will uncharge once this succeeds (what a
+        MAP_FIXED mapping replaces), counted as gone already, as the kernel
+        unmaps before it checks."""
+        charged = 0
+        mem = self.mem_state()
+        for pages in sizes:
+            if not pages:
+                continue
+            # The ledger's own check_and_charge, on Committed_AS less what the
+            # caller is about to release.
+            self.commit.committed -= released
+            try:
+                check = self.commit.check_and_charge(
+                    owner,
+                    pages,
+                    mem,
+                    self.sysctls,
+                    cap_sys_admin=cap_sys_admin,
+                    total_vm=total_vm,
+                )
+            finally:
+                self.commit.committed += released
+            if not check.ok:
+                if charged:
+                    self.commit.uncharge(owner, charged)
+                self.commit_refusals += 1
+                self.last_refusal = refusal_message(what, check)
+                raise NoMemory(self.last_refusal)
+            charged += pages
+
+    def _release_shmem(self, keys: set[int], still_mapped: set[int]) -> None:
+        """One mm fewer maps each of keys (unless it still does): an object
+        nobody maps any longer goes, and its charge with it."""
+        for key in keys - still_mapped:
+            users = self.shmem_users[key] - 1
+            if users:
+                self.shmem_users[key] = users
+            else:
+                del self.shmem_users[key]
+                self.commit.release(key)
 
     # -- processes -----------------------------------------------------------------
 
@@ -186,9 +324,22 @@ class Mmu:
         capabilities: set[str],
         nodes: list[int],
         pgd: list[int],
+        *,
+        charge: bool = True,
     ) -> Process:
+        """execve of a new program; charge False: fork's child, whose mm is
+        replaced by the parent's copy."""
         self._check_new(name, uid, ppid, nice, capabilities, nodes)
         pid = self.next_pid
+        mm = self._new_mm(name, pgd)
+        if charge:  # exec: the stack (VM_STACK_FLAGS) and the data (private, writable)
+            self._charge(
+                pid,
+                [a.pages for a in mm.space if a.account],
+                "execve",
+                cap_sys_admin=uid == 0 or "CAP_SYS_ADMIN" in capabilities,
+                total_vm=0,
+            )
         self.next_pid += 1
         proc = Process(
             pid=pid,
@@ -199,7 +350,7 @@ class Mmu:
             nice=nice,
             capabilities=frozenset(capabilities),
             nodes=tuple(nodes or range(self.profile.nodes)),
-            mm=self._new_mm(name, pgd),
+            mm=mm,
             start_time_ms=self.clock_ms,
         )
         self.processes[pid] = proc
@@ -237,7 +388,15 @@ class Mmu:
         exe = self.profile.exe_base >> self.page_shift
         space.insert(Vma(exe, exe + EXE_TEXT_PAGES, v.PROT_READ | v.PROT_EXEC, name=name))
         data_end = exe + EXE_TEXT_PAGES + EXE_DATA_PAGES
-        space.insert(Vma(exe + EXE_TEXT_PAGES, data_end, v.PROT_READ | v.PROT_WRITE, name=name))
+        space.insert(
+            Vma(
+                exe + EXE_TEXT_PAGES,
+                data_end,
+                v.PROT_READ | v.PROT_WRITE,
+                name=name,
+                account=True,
+            )
+        )
         stack = STACK_BYTES >> self.page_shift
         space.insert(
             Vma(
@@ -246,6 +405,7 @@ class Mmu:
                 v.PROT_READ | v.PROT_WRITE,
                 name="[stack]",
                 growsdown=True,
+                account=True,
             )
         )
         for pfn in pgd:
@@ -290,9 +450,9 @@ class Mmu:
             raise InvalidRequest(f"mmap: length {length} must be positive")
         pages = (length + self.page_size - 1) >> self.page_shift
         released = Released()
-        if flags & v.MAP_FIXED:
+        fixed = bool(flags & v.MAP_FIXED)
+        if fixed:
             start, end = self._pages(addr, length, "mmap")
-            released = self._unmap(proc, start, end)
         else:
             hint = addr >> self.page_shift if addr % self.page_size == 0 else 0
             if (
@@ -311,16 +471,45 @@ class Mmu:
                     )
                 start = found
             end = start + pages
+        shared = bool(flags & v.MAP_SHARED)
+        charged = mmap_is_charged(
+            writable=bool(prot & v.PROT_WRITE),
+            shared=shared,
+            anonymous=True,
+            noreserve=bool(flags & v.MAP_NORESERVE),
+            overcommit_memory=self.sysctls.overcommit_memory,
+        )
+        # MAP_FIXED: the kernel unmaps first (do_munmap), then checks; memsim
+        # checks as if it had, and unmaps only once the check says yes, so
+        # that a refused mmap changes nothing.
+        old_vm = proc.mm.space.total_pages
+        gone, gone_charged = self._unmap_figures(proc, start, end) if fixed else (0, 0)
+        key = self._new_commit_key() if shared else 0
+        if charged:
+            self._charge(
+                key if shared else proc.pid,
+                [pages],
+                "mmap",
+                cap_sys_admin=self.cap_sys_admin(proc),
+                total_vm=old_vm - gone,
+                released=gone_charged,
+            )
+        if fixed:
+            released = self._unmap(proc, start, end)
         proc.mm.space.insert(
             Vma(
                 start,
                 end,
                 prot,
-                shared=bool(flags & v.MAP_SHARED),
+                shared=shared,
                 noreserve=bool(flags & v.MAP_NORESERVE),
                 growsdown=bool(flags & v.MAP_GROWSDOWN),
+                account=charged and not shared,
+                anon_shmem=key,
             )
         )
+        if shared:
+            self.shmem_users[key] = 1
         proc.mm.note_vm()
         return start << self.page_shift, released
 
@@ -328,12 +517,32 @@ class Mmu:
         start, end = self._pages(addr, length, "munmap")
         return self._unmap(proc, start, end)
 
+    @staticmethod
+    def _unmap_figures(proc: Process, start: int, end: int) -> tuple[int, int]:
+        """(pages mapped, pages of them with VM_ACCOUNT) in [start, end)."""
+        mapped = accounted = 0
+        for area in proc.mm.space.overlapping(start, end):
+            pages = min(area.end, end) - max(area.start, start)
+            mapped += pages
+            if area.account:
+                accounted += pages
+        return mapped, accounted
+
     def _unmap(self, proc: Process, start: int, end: int) -> Released:
+        """do_munmap: unmap_region gives back the VM_ACCOUNT pages removed
+        (vm_unacct_memory), also of a VMA that is cut in two."""
         mm = proc.mm
         released = Released()
-        segments = {a.shm for a in mm.space.overlapping(start, end) if a.shm is not None}
+        overlapping = mm.space.overlapping(start, end)
+        segments = {a.shm for a in overlapping if a.shm is not None}
+        objects = {a.anon_shmem for a in overlapping if a.anon_shmem}
+        _, accounted = self._unmap_figures(proc, start, end)
+        if accounted:
+            self.commit.uncharge(proc.pid, accounted)
         for lo, hi in mm.space.unmap(start, end):
             released.extend(self._drop_ptes(proc, lo, hi))
+        if objects:
+            self._release_shmem(objects, {a.anon_shmem for a in mm.space if a.anon_shmem})
         spans = [(x.start, x.end) for x in mm.space]
         for key in mm.pt.tables_left_empty(spans):
             released.tables.append(mm.pt.tables.pop(key))
@@ -399,7 +608,30 @@ class Mmu:
             raise InvalidRequest(
                 f"mprotect: [{addr:#x}, {addr + length:#x}) is not all mapped (ENOMEM)"
             )
-        proc.mm.space.protect(start, end, prot)
+
+        def charges(area: Vma) -> bool:
+            return mprotect_is_charged(
+                was_writable=bool(area.prot & v.PROT_WRITE),
+                shared=area.shared,
+                accounted=area.account,
+                writable=bool(prot & v.PROT_WRITE),
+            )
+
+        # mprotect_fixup, VMA by VMA: making a private mapping writable
+        # charges it (VM_ACCOUNT); nothing is given back the other way.
+        sizes = [
+            min(a.end, end) - max(a.start, start)
+            for a in proc.mm.space.overlapping(start, end)
+            if charges(a)
+        ]
+        self._charge(
+            proc.pid,
+            sizes,
+            "mprotect",
+            cap_sys_admin=self.cap_sys_admin(proc),
+            total_vm=proc.mm.space.total_pages,
+        )
+        proc.mm.space.protect(start, end, prot, charges)
         if not prot & v.PROT_WRITE:  # write-protect what is mapped: change_pte_range
             ptes = proc.mm.pt.ptes
             for vpn in range(start, end):
@@ -424,7 +656,21 @@ class Mmu:
         elif new_end > old_end:
             if not mm.space.is_free(old_end, new_end):
                 return mm.brk, released  # would run into another mapping
-            mm.space.insert(Vma(old_end, new_end, v.PROT_READ | v.PROT_WRITE, name="[heap]"))
+            # do_brk: VM_ACCOUNT, always. A refusal is sys_brk's: the break
+            # stays where it was and is returned, with no error of its own.
+            try:
+                self._charge(
+                    proc.pid,
+                    [new_end - old_end],
+                    "brk",
+                    cap_sys_admin=self.cap_sys_admin(proc),
+                    total_vm=mm.space.total_pages,
+                )
+            except NoMemory:
+                return mm.brk, released
+            mm.space.insert(
+                Vma(old_end, new_end, v.PROT_READ | v.PROT_WRITE, name="[heap]", account=True)
+            )
         mm.brk = new_brk
         mm.note_vm()
         return mm.brk, released
@@ -449,10 +695,20 @@ class Mmu:
             )
         if not 0 < size <= SHMMAX:
             raise InvalidRequest(f"shmget: size {size} is outside 1..SHMMAX ({SHMMAX})")
+        pages = (size + self.page_size - 1) >> self.page_shift
+        commit_key = 0
+        if not self.nommu:  # newseg's shmem_file_setup: VM_ACCOUNT (no SHM_NORESERVE here)
+            commit_key = self._new_commit_key()
+            self._charge(
+                commit_key,
+                [pages],
+                "shmget",
+                cap_sys_admin=self.cap_sys_admin(proc),
+                total_vm=proc.mm.space.total_pages,
+            )
         shmid = self._next_shmid
         self._next_shmid += 1
-        pages = (size + self.page_size - 1) >> self.page_shift
-        self.shm[shmid] = ShmSegment(shmid, key, pages, proc.uid)
+        self.shm[shmid] = ShmSegment(shmid, key, pages, proc.uid, commit_key=commit_key)
         if key:
             self.shm_keys[key] = shmid
         return shmid
@@ -514,6 +770,8 @@ class Mmu:
         if any(a.shm == shmid for p in self.alive() for a in p.mm.space):
             return Released()
         del self.shm[shmid]
+        if segment.commit_key:  # shmem_delete_inode's shmem_unacct_size
+            self.commit.release(segment.commit_key)
         frames = list(segment.frames.values())
         for frame in frames:
             del self.shm_frames[frame]
@@ -775,20 +1033,33 @@ class Mmu:
 
     def fork(self, parent: Process, name: str | None, tables: list[int]) -> Process:
         """copy_mm: the child shares every frame; private writable ones become
-        copy-on-write in both (copy_one_pte)."""
-        child = self.create_process(
+        copy-on-write in both (copy_one_pte). dup_mmap charges the child for
+        every VM_ACCOUNT VMA it copies, one security_vm_enough_memory each
+        (with the parent's total_vm): a refusal creates nothing."""
+        args = (
             name or parent.name,
             parent.uid,
             parent.pid,
             parent.nice,
             set(parent.capabilities),
             list(parent.nodes),
-            tables[:1],
         )
-        mm, pmm = child.mm, parent.mm
+        self._check_new(*args)
+        pmm = parent.mm
+        self._charge(
+            self.next_pid,
+            [a.pages for a in pmm.space if a.account],
+            "fork",
+            cap_sys_admin=self.cap_sys_admin(parent),
+            total_vm=pmm.space.total_pages,
+        )
+        child = self.create_process(*args, tables[:1], charge=False)
+        mm = child.mm
         mm.space = AddressSpace()
         for area in pmm.space:
             mm.space.insert(area)
+        for obj in {a.anon_shmem for a in pmm.space if a.anon_shmem}:
+            self.shmem_users[obj] += 1
         mm.start_brk, mm.brk = pmm.start_brk, pmm.brk
         for key, pfn in zip([k for k in pmm.pt.tables if k != (0, 0)], tables[1:], strict=True):
             mm.pt.tables[key] = pfn
@@ -823,9 +1094,13 @@ class Mmu:
         for start in list(mm.blocks):
             released.extend(self._drop_block(proc, start))
         segments = {a.shm for a in mm.space if a.shm is not None}
+        objects = {a.anon_shmem for a in mm.space if a.anon_shmem}
         for vma in list(mm.space):
             released.extend(self._drop_ptes(proc, vma.start, vma.end))
         mm.space = AddressSpace()
+        # exit_mmap: every VM_ACCOUNT page goes out of Committed_AS at once.
+        self.commit.release(proc.pid)
+        self._release_shmem(objects, set())
         released.tables += list(mm.pt.tables.values())
         mm.pt.tables.clear()
         proc.alive = False

@@ -53,8 +53,28 @@ class MmuCollector(Collector):
         lru.add_metric(["active"], active)
         lru.add_metric(["inactive"], inactive)
         yield from (faults, processes, resident, tables, written, swap_io, swapped, swap_total, lru)
+        yield from self._commit(self.mmu)
         if self.cache is not None:
             yield from self._frame_cache(self.cache)
+
+    @staticmethod
+    def _commit(mmu: Mmu) -> Iterator[Metric]:
+        committed = GaugeMetricFamily(
+            "memsim_mmu_committed_as_pages",
+            "Committed_AS: pages charged by the commit accounting (vm_committed_space).",
+        )
+        committed.add_metric([], max(mmu.committed_as, 0))
+        limit = GaugeMetricFamily(
+            "memsim_mmu_commit_limit_pages",
+            "CommitLimit: swap plus vm.overcommit_ratio of RAM (the bound in mode 2).",
+        )
+        limit.add_metric([], mmu.commit_limit)
+        refusals = CounterMetricFamily(
+            "memsim_mmu_commit_refusals",
+            "mmap, brk, mprotect, fork, exec and shmget refused by the commit check.",
+        )
+        refusals.add_metric([], mmu.commit_refusals)
+        yield from (committed, limit, refusals)
 
     @staticmethod
     def _frame_cache(cache: FrameCache) -> Iterator[Metric]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -25,9 +28,13 @@ from memsim.services.mmu.errors import (
 from memsim.services.mmu.metrics import MmuCollector
 from memsim.services.mmu.process import SIGSEGV, Process
 from memsim.services.mmu.service import AccessResult, MmuService
+from memsim.services.mmu.slab_port import GrpcSlab
 from memsim.services.mmu.swapfile import SwapFile
 from memsim.services.mmu.vma import PROT_EXEC, PROT_WRITE
 from memsim.services.mmu.zone_port import GrpcZone, ZonePort
+from memsim.services.policy.client import PolicyClient
+from memsim.services.policy.watch import SysctlFollower
+from memsim.services.slab.client import SlabClient
 from memsim.services.zone.client import ZoneClient
 from memsim.zone.v1 import zone_pb2 as zone_pb
 from memsim.zone.v1 import zone_pb2_grpc
@@ -86,6 +93,7 @@ def process_info(mmu: Mmu, proc: Process) -> pb.ProcessInfo:
         brk=mm.brk,
         oom_adj=proc.oom_adj,
         oom_score_adj=proc.oom_score_adj,
+        committed_pages=mmu.committed_pages(proc),
         vmas=[
             pb.Vma(start=a.start << shift, end=a.end << shift, perms=a.perms, name=a.name)
             for a in vmas
@@ -278,6 +286,10 @@ def mmu_stats(mmu: Mmu) -> pb.MmuStats:
         pgfault=mmu.faults["minor"] + mmu.faults["major"],
         pgmajfault=mmu.faults["major"],
         uptime_ms=mmu.clock_ms,
+        committed_as_pages=max(mmu.committed_as, 0),
+        commit_limit_pages=mmu.commit_limit,
+        commit_refusals=mmu.commit_refusals,
+        overcommit_memory=mmu.sysctls.overcommit_memory,
     )
 
 
@@ -308,6 +320,20 @@ class ReclaimerServicer(zone_pb2_grpc.ReclaimerServicer):
 def mmu_service(config: MmuConfig | None = None, zone: ZonePort | None = None) -> Service:
     """The MMU service; with no zone given it dials the zone service at start and
     registers with it as a reclaimer."""
+    return build_mmu_server(config, zone).service
+
+
+@dataclass(frozen=True)
+class MmuServer:
+    """The bootstrap's Service and the MmuService behind it, for whoever wires
+    the MMU to the rest of the machine in process (set_sysctls)."""
+
+    service: Service
+    mmu: MmuService
+
+
+def build_mmu_server(config: MmuConfig | None = None, zone: ZonePort | None = None) -> MmuServer:
+    """mmu_service, with its MmuService within reach."""
     config = config or MmuConfig.from_env()
     page_size = config.profile.page_size
     mmu = Mmu(config.profile, config.seed, swap_pages=config.swap_bytes // page_size)
@@ -320,16 +346,40 @@ def mmu_service(config: MmuConfig | None = None, zone: ZonePort | None = None) -
     servicer = MmuServicer(service)
     reclaimer = ReclaimerServicer(service)
     channels: list[grpc.aio.Channel] = []
+    tasks: list[asyncio.Task[None]] = []
+    follower: SysctlFollower | None = None
 
     async def on_start(address: str) -> None:
+        nonlocal follower
         if zone is None:  # a channel belongs to the loop the server runs on
             channels.append(open_channel(config.zone_address))
             client = ZoneClient(channels[0])
             service.zone = GrpcZone(client)
             await client.register_reclaimer("mmu", address)
+        if config.slab_address is not None:
+            channels.append(open_channel(config.slab_address))
+            await service.connect_slab(GrpcSlab(SlabClient(channels[-1])))
         await service.boot()
+        if config.policy_address is not None:
+            # The policy's sysctls (overcommit, swappiness) and its panic.
+            follower = SysctlFollower(config.policy_address, built.gate, service.follow_sysctls)
+            follower.start()
+            channels.append(open_channel(config.policy_address))
+            await PolicyClient(channels[-1]).connect_task_source(address)
+        if config.counters_refresh_ms:  # the commit check's counters, in the background
+            tasks.append(
+                asyncio.create_task(
+                    service.refresh_counters_forever(config.counters_refresh_ms / 1000)
+                )
+            )
 
     async def on_stop() -> None:
+        if follower is not None:
+            await follower.stop()
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for channel in channels:
             await channel.close(None)
         if swapfile is not None:
@@ -339,7 +389,7 @@ def mmu_service(config: MmuConfig | None = None, zone: ZonePort | None = None) -
         mmu_pb2_grpc.add_MmuServicer_to_server(servicer, server)
         zone_pb2_grpc.add_ReclaimerServicer_to_server(reclaimer, server)
 
-    return Service(
+    built = Service(
         name="mmu",
         service_names=[
             pb.DESCRIPTOR.services_by_name["Mmu"].full_name,
@@ -350,6 +400,7 @@ def mmu_service(config: MmuConfig | None = None, zone: ZonePort | None = None) -
         on_start=on_start,
         on_stop=on_stop,
     )
+    return MmuServer(built, service)
 
 
 def _unconnected() -> ZonePort:

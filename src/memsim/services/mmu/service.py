@@ -7,21 +7,53 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import functools
 from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Concatenate, ParamSpec, TypeVar
 
+import structlog
+
+from memsim.policy.v1.policy_pb2 import WatchSysctlsResponse
 from memsim.services.mmu.core import AccessPlan, Mmu, Released, Segfault
-from memsim.services.mmu.errors import InvalidRequest, NoMemory
+from memsim.services.mmu.errors import InvalidRequest, NoMemory, ProcessDead
 from memsim.services.mmu.frame_cache import FrameCache, sizes_for
+from memsim.services.mmu.kernel_objects import CACHES, KernelObjects
 from memsim.services.mmu.process import SIGSEGV, Process
+from memsim.services.mmu.slab_port import SlabPort
 from memsim.services.mmu.swapfile import SwapFile
 from memsim.services.mmu.vma import MAP_POPULATE, PROT_WRITE
 from memsim.services.mmu.zone_port import ZonePort
+from memsim.services.policy.sysctl import Sysctls
+from memsim.services.policy.watch import sysctl_values
 from memsim.services.zone.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL
+
+log = structlog.get_logger("memsim.mmu")
 
 # Reads and writes travel in one gRPC message, whose limit is 4 MiB with the
 # envelope: 2 MiB of data leaves room.
 MAX_IO_BYTES = 1 << 21
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def syncs_objects(
+    method: Callable[Concatenate[MmuService, P], Awaitable[R]],
+) -> Callable[Concatenate[MmuService, P], Awaitable[R]]:
+    """After a call that may add or drop processes or VMAs (also one that
+    failed half way, or killed its process), the kernel objects follow."""
+
+    @functools.wraps(method)
+    async def wrapper(self: MmuService, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            await self.sync_objects()
+
+    return wrapper
 
 
 @dataclass
@@ -44,7 +76,12 @@ class MmuService:
             0 if mmu.nommu else sum(z.managed for z in mmu.layout.zones.values())
         )
         self.cache = FrameCache(high, batch, self._node_of_pfn, mmu.profile.cpu_node)
+        # task_struct, mm_struct and vm_area_struct from the slab, once connected.
+        self.slab: SlabPort | None = None
+        self.objects: KernelObjects | None = None
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # pid -> a signal sent while a call of its was in flight (see exit).
+        self._pending_kill: dict[int, int] = {}
         # pid -> pages a fault in flight planned for: reclaim leaves them be.
         self._pinned: dict[int, tuple[int, int]] = {}
 
@@ -63,9 +100,13 @@ class MmuService:
         cpus = profile.node_cpus(node)
         return cpus[proc.pid % len(cpus)]
 
-    async def _frames(self, gfp_mask: int, count: int, cpu: int) -> list[int]:
+    async def _frames(
+        self, gfp_mask: int, count: int, cpu: int, proc: Process | None = None
+    ) -> list[int]:
         """count frames from the CPU's list; if it has too few, what it has and
-        the rest from the zone in one call, which also refills the list."""
+        the rest from the zone in one call, which also refills the list. proc:
+        whom they are for (the OOM killer's allocating task)."""
+
         if not count:
             return []
         frames = self.cache.take(gfp_mask, count, cpu)
@@ -73,7 +114,14 @@ class MmuService:
             return frames
         have = self.cache.take_all(gfp_mask, cpu)
         try:
-            more = await self.zone.alloc(gfp_mask, count - len(have), cpu, self.cache.batch)
+            more = await self.zone.alloc(
+                gfp_mask,
+                count - len(have),
+                cpu,
+                self.cache.batch,
+                pid=proc.pid if proc is not None else 0,
+                nodes=proc.nodes if proc is not None else (),
+            )
         except BaseException:
             await self._free(gfp_mask, have, cpu)
             raise
@@ -122,8 +170,73 @@ class MmuService:
         left = len(lru.active) + len(lru.inactive) if lru is not None else 0
         return result.scanned, len(result.frames) + len(held), left
 
+    # -- commit accounting ---------------------------------------------------------------
+
+    def set_sysctls(self, sysctls: Sysctls) -> None:
+        """Applies a snapshot of the vm.* sysctls (from the policy service's
+        WatchSysctls, or `memsim sysctl -w`): the commit check's
+        overcommit_memory, overcommit_ratio and the rest, and vm.swappiness
+        for reclaim. Takes effect for the next call; nothing is re-checked."""
+        self.mmu.set_sysctls(sysctls)
+        self.swappiness = sysctls.swappiness
+
+    def follow_sysctls(self, state: WatchSysctlsResponse) -> None:
+        """A state from the policy service's watch: its values over ours."""
+        sysctls = copy.deepcopy(self.mmu.sysctls)
+        sysctls.load_state(sysctl_values(state))
+        self.set_sysctls(sysctls)
+
+    async def refresh_counters(self) -> None:
+        """Reads the zone's free and reserved pages and the slab's reclaimable
+        pages into the copy the commit check uses: one or two calls, off the
+        path of any process's call."""
+        free, reserve = await self.zone.counters()
+        reclaimable = await self.slab.reclaimable_pages() if self.slab is not None else None
+        self.mmu.mem.update(
+            nr_free_pages=free, totalreserve_pages=reserve, nr_slab_reclaimable=reclaimable
+        )
+
+    async def refresh_counters_forever(self, interval_s: float) -> None:
+        """refresh_counters every interval_s until cancelled; a failed read
+        keeps the last values (logged), as a counter a little old is still a
+        fair estimate."""
+        while True:
+            try:
+                await self.refresh_counters()
+            except Exception as exc:  # a peer restarting must not end the loop
+                log.warning("counters_refresh_failed", error=str(exc))
+            await asyncio.sleep(interval_s)
+
+    async def connect_slab(self, slab: SlabPort) -> None:
+        """From now on the MMU's kernel objects come from the slab service."""
+        self.objects = KernelObjects(await slab.tunables(CACHES))
+        self.slab = slab
+        await self.sync_objects()
+
+    def object_counts(self) -> dict[str, int]:
+        alive = self.mmu.alive()
+        return {
+            "task_struct": len(alive),
+            "mm_struct": len(alive),
+            "vm_area_struct": sum(len(p.mm.space) for p in alive),
+        }
+
+    async def sync_objects(self) -> None:
+        if self.slab is None or self.objects is None:
+            return
+        got = {
+            name: await self.slab.cache_alloc(name, count)
+            for name, count in self.objects.wanted(self.object_counts()).items()
+        }
+        for name, addresses in self.objects.settle(self.object_counts(), got).items():
+            await self.slab.cache_free(name, addresses)
+
     async def drain_cache(self) -> int:
-        """drain_all_pages: every frame held for faults to come back to the zone."""
+        """drain_all_pages: every frame held for faults to come back to the zone,
+        and the kernel objects on the MMU's arrays back to the slab."""
+        if self.slab is not None and self.objects is not None:
+            for name, addresses in self.objects.drain().items():
+                await self.slab.cache_free(name, addresses)
         held = self.cache.drain()
         await self.zone.free(held, 0)
         return len(held)
@@ -132,6 +245,7 @@ class MmuService:
         """init, pid 1."""
         return await self.create_process("init", 0, 0, 0, set(), [])
 
+    @syncs_objects
     async def create_process(
         self, name: str, uid: int, parent: int, nice: int, capabilities: set[str], nodes: list[int]
     ) -> Process:
@@ -143,27 +257,63 @@ class MmuService:
             await self._free(GFP_KERNEL, pgd, cpu)
             raise
 
+    @syncs_objects
     async def fork(self, pid: int, token: str, name: str) -> Process:
-        async with self._locks[pid]:
+        async with self._locked(pid):
             parent = self.mmu.process(pid, token)
             cpu = self.cpu_of(parent)
-            tables = await self._frames(GFP_KERNEL, self.mmu.plan_fork(parent), cpu)
+            tables = await self._frames(GFP_KERNEL, self.mmu.plan_fork(parent), cpu, parent)
             try:
                 return self.mmu.fork(parent, name or None, tables)
             except BaseException:
                 await self._free(GFP_KERNEL, tables, cpu)
                 raise
 
+    @syncs_objects
     async def exit(self, pid: int, token: str | None, signal: int = 0) -> int:
-        async with self._locks[pid]:
+        """Exit, or a signal's death; the pages freed. A signal to a process
+        with a call in flight is delivered when that call ends (as the kernel
+        delivers it on the way back to user space): 0 pages now. So the OOM
+        killer never waits on its victim's own fault, which waits on it."""
+        if signal and self._locks[pid].locked():
+            self.mmu.process(pid, token)  # it must exist and live
+            self._pending_kill.setdefault(pid, signal)
+            return 0
+        async with self._locked(pid):
             proc = self.mmu.process(pid, token)
             released = self.mmu.kill(proc, signal) if signal else self.mmu.exit(proc)
             return await self._give_back(released, self.cpu_of(proc))
 
+    @contextlib.asynccontextmanager
+    async def _locked(self, pid: int) -> AsyncIterator[None]:
+        """The process's calls one at a time; a signal that came meanwhile is
+        delivered at the end, and a call that failed for want of memory
+        because its process was killed says so."""
+        async with self._locks[pid]:
+            try:
+                yield
+            except NoMemory:
+                if pid in self._pending_kill:
+                    raise ProcessDead(
+                        f"process {pid} was killed by the OOM killer (SIGKILL) while it "
+                        "waited for memory"
+                    ) from None
+                raise
+            finally:
+                signal = self._pending_kill.pop(pid, None)
+                if signal is not None:
+                    await self._deliver(pid, signal)
+
+    async def _deliver(self, pid: int, signal: int) -> None:
+        proc = self.mmu.processes.get(pid)
+        if proc is not None and proc.alive:
+            await self._give_back(self.mmu.kill(proc, signal), self.cpu_of(proc))
+
+    @syncs_objects
     async def mmap(
         self, pid: int, token: str, addr: int, length: int, prot: int, flags: int
     ) -> int:
-        async with self._locks[pid]:
+        async with self._locked(pid):
             proc = self.mmu.process(pid, token)
             if self.mmu.nommu:
                 return await self._mmap_block(proc, length, prot, flags)
@@ -179,7 +329,7 @@ class MmuService:
         order = self.mmu.nommu_order(flags, length)
         cpu = self.cpu_of(proc)
         try:
-            pfn = await self.zone.alloc_block(GFP_KERNEL, order, cpu)
+            pfn = await self.zone.alloc_block(GFP_KERNEL, order, cpu, pid=proc.pid)
         except NoMemory as exc:
             free = await self.zone.free_pages()
             why = (
@@ -194,8 +344,9 @@ class MmuService:
             ) from None
         return self.mmu.map_block(proc, pfn, order, length, prot, flags)
 
+    @syncs_objects
     async def munmap(self, pid: int, token: str, addr: int, length: int) -> int:
-        async with self._locks[pid]:
+        async with self._locked(pid):
             proc = self.mmu.process(pid, token)
             released = (
                 self.mmu.unmap_block(proc, addr, length)
@@ -205,29 +356,33 @@ class MmuService:
             return await self._give_back(released, self.cpu_of(proc))
 
     async def shmget(self, pid: int, token: str, key: int, size: int, create: bool) -> int:
-        async with self._locks[pid]:
+        async with self._locked(pid):
             return self.mmu.shmget(self.mmu.process(pid, token), key, size, create)
 
+    @syncs_objects
     async def shmat(self, pid: int, token: str, shmid: int, addr: int, read_only: bool) -> int:
-        async with self._locks[pid]:
+        async with self._locked(pid):
             return self.mmu.shmat(self.mmu.process(pid, token), shmid, addr, read_only)
 
+    @syncs_objects
     async def shmdt(self, pid: int, token: str, addr: int) -> int:
-        async with self._locks[pid]:
+        async with self._locked(pid):
             proc = self.mmu.process(pid, token)
             return await self._give_back(self.mmu.shmdt(proc, addr), self.cpu_of(proc))
 
     async def shmrm(self, pid: int, token: str, shmid: int) -> int:
-        async with self._locks[pid]:
+        async with self._locked(pid):
             proc = self.mmu.process(pid, token)
             return await self._give_back(self.mmu.shmrm(proc, shmid), self.cpu_of(proc))
 
+    @syncs_objects
     async def mprotect(self, pid: int, token: str, addr: int, length: int, prot: int) -> None:
-        async with self._locks[pid]:
+        async with self._locked(pid):
             self.mmu.mprotect(self.mmu.process(pid, token), addr, length, prot)
 
+    @syncs_objects
     async def brk(self, pid: int, token: str, addr: int) -> int:
-        async with self._locks[pid]:
+        async with self._locked(pid):
             proc = self.mmu.process(pid, token)
             if addr == 0:
                 return proc.mm.brk
@@ -235,25 +390,28 @@ class MmuService:
             await self._give_back(released, self.cpu_of(proc))
             return new_brk
 
+    @syncs_objects
     async def touch(
         self, pid: int, token: str, addr: int, length: int, write: bool
     ) -> AccessResult:
-        async with self._locks[pid]:
+        async with self._locked(pid):
             return await self._access(self.mmu.process(pid, token), addr, length, write)
 
+    @syncs_objects
     async def write(self, pid: int, token: str, addr: int, payload: bytes) -> AccessResult:
         if not payload:
             raise InvalidRequest("write: no data")
         if len(payload) > MAX_IO_BYTES:
             raise InvalidRequest(f"write: {len(payload)} bytes is more than {MAX_IO_BYTES}")
-        async with self._locks[pid]:
+        async with self._locked(pid):
             proc = self.mmu.process(pid, token)
             return await self._access(proc, addr, len(payload), True, payload)
 
+    @syncs_objects
     async def read(self, pid: int, token: str, addr: int, length: int) -> AccessResult:
         if length > MAX_IO_BYTES:
             raise InvalidRequest(f"read: {length} bytes is more than {MAX_IO_BYTES}")
-        async with self._locks[pid]:
+        async with self._locked(pid):
             proc = self.mmu.process(pid, token)
             return await self._access(proc, addr, length, False, read=True)
 
@@ -276,9 +434,9 @@ class MmuService:
         shift = self.mmu.page_shift
         self._pinned[proc.pid] = (addr >> shift, ((addr + length - 1) >> shift) + 1)
         try:
-            tables = await self._frames(GFP_KERNEL, len(plan.tables), cpu)
+            tables = await self._frames(GFP_KERNEL, len(plan.tables), cpu, proc)
             try:
-                frames = await self._frames(GFP_HIGHUSER_MOVABLE, plan.frames_needed, cpu)
+                frames = await self._frames(GFP_HIGHUSER_MOVABLE, plan.frames_needed, cpu, proc)
             except BaseException:
                 await self._free(GFP_KERNEL, tables, cpu)
                 raise

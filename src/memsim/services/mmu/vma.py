@@ -8,7 +8,7 @@ Addresses here are page numbers (vpn): every VMA is whole pages.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 PROT_NONE = 0x0
@@ -51,6 +51,14 @@ class Vma:
     # first page shows (vm_pgoff).
     shm: int | None = None
     pgoff: int = 0
+    # VM_ACCOUNT: the VMA's pages are in Committed_AS (a private writable
+    # mapping, the heap, the stack, the executable's data), and go out of it
+    # with the VMA. It is a vm_flag: it survives a split and takes part in
+    # vma_merge's "same flags" test.
+    account: bool = False
+    # A shared anonymous mapping's shmem object (shmem_zero_setup's file):
+    # its commit charge belongs to the object, not to the VMA. 0: none.
+    anon_shmem: int = 0
 
     @property
     def pages(self) -> int:
@@ -68,6 +76,8 @@ class Vma:
             and not other.block
             and self.growsdown == other.growsdown
             and self.noreserve == other.noreserve
+            and self.account == other.account
+            and self.anon_shmem == other.anon_shmem
         )
 
     @property
@@ -154,8 +164,12 @@ class AddressSpace:
             removed.append((max(vma.start, start), min(vma.end, end)))
         return removed
 
-    def protect(self, start: int, end: int, prot: int) -> None:
-        """mprotect_fixup over [start, end), which must be fully mapped."""
+    def protect(
+        self, start: int, end: int, prot: int, charges: Callable[[Vma], bool] | None = None
+    ) -> None:
+        """mprotect_fixup over [start, end), which must be fully mapped.
+        charges(vma): does the change charge that VMA (which then gets
+        VM_ACCOUNT)? A VMA keeps VM_ACCOUNT whatever the new protection."""
         for vma in self.overlapping(start, end):
             self._remove(vma)
             if vma.start < start:
@@ -170,6 +184,7 @@ class AddressSpace:
                     end=min(vma.end, end),
                     prot=prot,
                     pgoff=vma.pgoff + lo - vma.start,
+                    account=vma.account or (charges is not None and charges(vma)),
                 )
             )
 

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import grpc
 
+from memsim.services.mmu.commit import ZoneReserve, totalreserve_pages
 from memsim.services.mmu.errors import NoMemory
 from memsim.services.zone.allocator import ZoneAllocator
 from memsim.services.zone.client import ZoneClient
@@ -15,17 +16,27 @@ from memsim.services.zone.errors import OutOfMemory
 
 
 class ZonePort(Protocol):
-    async def alloc(self, gfp_mask: int, count: int, cpu: int, extra: int = 0) -> list[int]:
+    async def alloc(
+        self,
+        gfp_mask: int,
+        count: int,
+        cpu: int,
+        extra: int = 0,
+        *,
+        pid: int = 0,
+        nodes: Sequence[int] = (),
+    ) -> list[int]:
         """count order-0 frames, all or none: NoMemory if the zone has fewer;
-        and up to extra more if the zone has them to spare (a list refill)."""
+        and up to extra more if the zone has them to spare (a list refill).
+        pid and nodes: the process they are for, and where it may have them."""
         ...
 
     async def free(self, pfns: Iterable[int], cpu: int, cold: bool = False) -> None:
         """cold: to the cold end of the CPU's lists, as reclaimed pages go."""
         ...
 
-    async def alloc_block(self, gfp_mask: int, order: int, cpu: int) -> int:
-        """One physically contiguous block of 2^order pages (no-MMU mmap)."""
+    async def alloc_block(self, gfp_mask: int, order: int, cpu: int, *, pid: int = 0) -> int:
+        """One physically contiguous block of 2^order pages (no-MMU mmap) for pid."""
         ...
 
     async def free_block(self, pfn: int, order: int, cpu: int) -> None: ...
@@ -34,14 +45,33 @@ class ZonePort(Protocol):
         """Pages free in the whole machine (for messages that say why)."""
         ...
 
+    async def counters(self) -> tuple[int, int]:
+        """(nr_free_pages, totalreserve_pages) of the whole machine, for the
+        commit check's cached copy (read in the background, never per call)."""
+        ...
+
 
 class GrpcZone:
     def __init__(self, client: ZoneClient) -> None:
         self.client = client
 
-    async def alloc(self, gfp_mask: int, count: int, cpu: int, extra: int = 0) -> list[int]:
+    async def alloc(
+        self,
+        gfp_mask: int,
+        count: int,
+        cpu: int,
+        extra: int = 0,
+        *,
+        pid: int = 0,
+        nodes: Sequence[int] = (),
+    ) -> list[int]:
         try:
-            got = [pfn for pfn, _ in await self.client.alloc(gfp_mask, 0, count, cpu, extra)]
+            got = [
+                pfn
+                for pfn, _ in await self.client.alloc(
+                    gfp_mask, 0, count, cpu, extra, pid=pid, nodes=nodes
+                )
+            ]
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise NoMemory(f"the zone allocator has no frames: {exc.details()}") from None
@@ -56,9 +86,9 @@ class GrpcZone:
         if blocks:
             await self.client.free(blocks, cpu, cold)
 
-    async def alloc_block(self, gfp_mask: int, order: int, cpu: int) -> int:
+    async def alloc_block(self, gfp_mask: int, order: int, cpu: int, *, pid: int = 0) -> int:
         try:
-            ((pfn, _),) = await self.client.alloc(gfp_mask, order, 1, cpu)
+            ((pfn, _),) = await self.client.alloc(gfp_mask, order, 1, cpu, pid=pid)
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise NoMemory(str(exc.details())) from None
@@ -72,14 +102,33 @@ class GrpcZone:
         info = await self.client.zoneinfo()
         return sum(z.free_pages for node in info.nodes for z in node.zones)
 
+    async def counters(self) -> tuple[int, int]:
+        info = await self.client.zoneinfo()
+        zones = [z for node in info.nodes for z in node.zones]
+        reserve = totalreserve_pages(
+            ZoneReserve(z.present_pages, z.high_pages, list(z.lowmem_reserve_pages)) for z in zones
+        )
+        return sum(z.free_pages for z in zones), reserve
+
 
 class LocalZone:
     def __init__(self, allocator: ZoneAllocator) -> None:
         self.allocator = allocator
 
-    async def alloc(self, gfp_mask: int, count: int, cpu: int, extra: int = 0) -> list[int]:
+    async def alloc(
+        self,
+        gfp_mask: int,
+        count: int,
+        cpu: int,
+        extra: int = 0,
+        *,
+        pid: int = 0,
+        nodes: Sequence[int] = (),
+    ) -> list[int]:
         try:
-            got = await self.allocator.alloc_pages(gfp_mask, 0, count, cpu, extra=extra)
+            got = await self.allocator.alloc_pages(
+                gfp_mask, 0, count, cpu, extra=extra, pid=pid, nodes=tuple(nodes)
+            )
         except OutOfMemory as exc:
             raise NoMemory(str(exc)) from None
         pfns = [pfn for a in got for pfn in a.pfns]
@@ -93,9 +142,9 @@ class LocalZone:
         if blocks:
             await self.allocator.free_pages(blocks, cpu, cold)
 
-    async def alloc_block(self, gfp_mask: int, order: int, cpu: int) -> int:
+    async def alloc_block(self, gfp_mask: int, order: int, cpu: int, *, pid: int = 0) -> int:
         try:
-            (allocation,) = await self.allocator.alloc_pages(gfp_mask, order, 1, cpu)
+            (allocation,) = await self.allocator.alloc_pages(gfp_mask, order, 1, cpu, pid=pid)
         except OutOfMemory as exc:
             raise NoMemory(str(exc)) from None
         return allocation.pfns[0]
@@ -105,3 +154,10 @@ class LocalZone:
 
     async def free_pages(self) -> int:
         return sum(z.free_pages for z in self.allocator.machine.zones.values())
+
+    async def counters(self) -> tuple[int, int]:
+        zones = self.allocator.machine.zones.values()
+        reserve = totalreserve_pages(
+            ZoneReserve(z.present, z.marks.high, z.lowmem_reserve) for z in zones
+        )
+        return sum(z.free_pages for z in zones), reserve

@@ -15,18 +15,37 @@ index * buffer_size (+ the red zone word). kfree finds the slab from the page
 (virt_to_page, page_get_slab) as the kernel does. Object bytes are real: a
 slab's pages are one bytearray that callers read and write.
 
-Not modelled: the per-CPU and shared array caches (objects go straight to
-and from the slabs, so active_objs is exactly what is allocated and
-sharedavail is 0; the tunables are printed as enable_cpucache sets them),
-per-node lists (one kmem_list3 for the machine), the cache_cache and
-off-slab descriptors' own kmalloc objects, and SLAB_DESTROY_BY_RCU's grace
-period. Free slabs are kept up to free_limit = (1 + the node's CPUs) *
-batchcount + num free objects, as free_block does; beyond that a slab that becomes empty is
-destroyed at once, and shrink() or reap() release the ones kept.
+The per-CPU array cache (struct array_cache) is modelled for the one CPU
+the service runs as: each cache has one array of up to limit objects. A
+free (__cache_free) checks the object (cache_free_debugcheck) and puts it on
+the array, LIFO; when the array is full, cache_flusharray first gives its
+batchcount oldest entries to free_block, which puts them back in their
+slabs. An allocation (____cache_alloc) takes the most recently freed objects
+from the array first, and only then objects from the slabs. Unlike
+cache_alloc_refill, a miss takes exactly the objects asked for from the
+slabs and does not fill the array with batchcount of them. An object on the
+array is free for its caller (live and slab.active say so; freeing it again
+is a double free) but in use for its slab (slab.inuse counts it, it is not
+on slab.free, and active_objs counts it, as /proc/slabinfo does); the
+poison and red zones are checked again when it is allocated from the array
+(cache_alloc_debugcheck_after), and the constructor does not run again.
+shrink() and destroy drain the array first (drain_cpu_caches); reap() does
+what drain_array does for an array no allocation touched since the last reap
+((limit + 4) / 5 of its oldest objects go back to the slabs), then frees free
+slabs as cache_reap does.
+
+Not modelled: the shared and alien array caches (sharedavail is 0; the
+tunables are printed as enable_cpucache sets them), per-node lists (one
+kmem_list3 for the machine), the cache_cache and off-slab descriptors' own
+kmalloc objects, and SLAB_DESTROY_BY_RCU's grace period. Free slabs are kept
+up to free_limit = (1 + the node's CPUs) * batchcount + num free objects, as
+free_block does; beyond that a slab that becomes empty is destroyed at once,
+and shrink() or reap() release the ones kept.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -137,13 +156,13 @@ class SlabEnv:
             max_pfn=max(lowmem, default=0),
         )
 
-    @property
+    @functools.cached_property
     def page_shift(self) -> int:
         return self.arch.page_size.bit_length() - 1
 
     def slab_of(self, addr: int) -> Slab | None:
         """virt_to_page + page_get_slab: None outside every slab."""
-        if isinstance(addr, bool) or not isinstance(addr, int) or addr < self.page_offset:
+        if type(addr) is not int or addr < self.page_offset:  # no bool, no int subclass
             return None
         return self.pagemap.get((addr - self.page_offset) >> self.page_shift)
 
@@ -215,6 +234,12 @@ class CacheInfo:
     batchcount: int
     shared: int
     stats: CacheStats
+    array_avail: int = 0  # objects on the per-CPU array: free, but active_objs
+
+    @property
+    def in_use(self) -> int:
+        """Objects allocated and not freed by their callers."""
+        return self.active_objs - self.array_avail
 
     @property
     def pages(self) -> int:
@@ -261,6 +286,10 @@ class KmemCache:
         self.free_touched = False
         # Allocated objects, oldest first: address -> allocation clock.
         self.live: dict[int, int] = {}
+        # The per-CPU array_cache: ac->entry[0:avail] as (address, slab,
+        # index), the oldest first; ac->touched is set by every allocation.
+        self.ac: list[tuple[int, Slab, int]] = []
+        self.ac_touched = False
         self.stats = CacheStats()
 
     # -- sizes -------------------------------------------------------------------
@@ -274,8 +303,20 @@ class KmemCache:
         return self.layout.buffer_size
 
     @property
-    def active_objs(self) -> int:
+    def in_use(self) -> int:
+        """Objects allocated and not freed by their callers."""
         return len(self.live)
+
+    @property
+    def array_avail(self) -> int:
+        """ac->avail: freed objects on the array, still in use for their slabs."""
+        return len(self.ac)
+
+    @property
+    def active_objs(self) -> int:
+        """slabinfo's active_objs: objects in use for the slabs (the callers'
+        and the array's)."""
+        return len(self.live) + len(self.ac)
 
     @property
     def num_slabs(self) -> int:
@@ -309,13 +350,15 @@ class KmemCache:
             batchcount=self.tunables.batchcount,
             shared=self.tunables.shared,
             stats=CacheStats(**vars(self.stats)),
+            array_avail=len(self.ac),
         )
 
     # -- planning ----------------------------------------------------------------
 
     def slabs_needed(self, count: int) -> int:
-        """New slabs an allocation of count objects would grow."""
-        short = count - self.free_objects
+        """New slabs an allocation of count objects would grow: what the
+        array and the slabs' free objects cannot give."""
+        short = count - len(self.ac) - self.free_objects
         return 0 if short <= 0 else -(-short // self.num)
 
     def check_gfp(self, gfp: int) -> None:
@@ -341,15 +384,17 @@ class KmemCache:
     def alloc(
         self, count: int, pfns: Sequence[int] = (), gfp: int = g.GFP_KERNEL, caller: int = 0
     ) -> AllocResult:
-        """kmem_cache_alloc, count times: partial slabs first, then free ones,
-        then new slabs made from pfns in order."""
+        """kmem_cache_alloc, count times: the array's objects first, the most
+        recently freed first (____cache_alloc), then partial slabs, then free
+        ones, then new slabs made from pfns in order."""
         check_count(count)
         self.check_gfp(gfp)
         needed = self.slabs_needed(count)
         self._check_pfns(pfns, needed)
         out: list[int] = []
         new = iter(pfns[:needed])
-        remaining = count
+        self.ac_touched = True
+        remaining = count - self._take_array(count, out, gfp, caller)
         while remaining:
             slab = self._refill_slab()
             if slab is None:
@@ -381,6 +426,9 @@ class KmemCache:
             )
 
     def _move(self, slab: Slab, to: int, head: bool) -> None:
+        if slab.list == to:  # list_move within one list: to its head or tail
+            self.lists[to].move_to_end(slab.pfn, last=not head)
+            return
         del self.lists[slab.list][slab.pfn]
         lst = self.lists[to]
         lst[slab.pfn] = slab
@@ -475,6 +523,30 @@ class KmemCache:
         self._move(slab, FULL if slab.inuse == self.num else PARTIAL, head=True)
         return take
 
+    def _take_array(self, count: int, out: list[int], gfp: int, caller: int) -> int:
+        """ac->entry[--ac->avail] as often as the array and the request allow;
+        the objects are checked as any allocated object is."""
+        ac = self.ac
+        take = min(count, len(ac))
+        if not take:
+            return 0
+        obj_size = self.layout.obj_size
+        bs = self.layout.buffer_size
+        clock = self.env.clock
+        live = self.live
+        zero = gfp & GFP_ZERO
+        for _ in range(take):
+            addr, slab, idx = ac.pop()
+            slab.active[idx] = 1
+            if self.debugging:
+                self._alloc_debugcheck(slab, slab.colouroff + idx * bs, caller)
+            if zero:
+                start = addr - slab.base
+                slab.mem[start : start + obj_size] = bytes(obj_size)
+            live[addr] = next(clock)
+            out.append(addr)
+        return take
+
     def _alloc_debugcheck(self, slab: Slab, objoff: int, caller: int) -> None:
         """cache_alloc_debugcheck_after."""
         flags = self.flags
@@ -496,10 +568,11 @@ class KmemCache:
 
     # -- freeing -----------------------------------------------------------------
 
-    def locate(self, addr: int) -> tuple[Slab, int]:
+    def locate(self, addr: int, slab: Slab | None = None) -> tuple[Slab, int]:
         """The slab and index of an allocated object of this cache, or the
-        reason it is not one."""
-        slab = self.env.slab_of(addr)
+        reason it is not one. slab: env.slab_of(addr), if the caller has it."""
+        if slab is None:
+            slab = self.env.slab_of(addr)
         if slab is None:
             raise NotAllocated(f"{addr!r} is not an object: it is in no slab")
         if slab.cache is not self:
@@ -518,11 +591,19 @@ class KmemCache:
             )
         return slab, idx
 
-    def check_free(self, addrs: Sequence[int]) -> list[tuple[Slab, int]]:
+    def check_free(
+        self, addrs: Sequence[int], slabs: Sequence[Slab] | None = None
+    ) -> list[tuple[Slab, int]]:
         """The slab and index of each address, if every one is an allocated
-        object of this cache, named once; else the first reason it is not."""
+        object of this cache, named once; else the first reason it is not.
+        slabs: env.slab_of of each address, if the caller has them."""
         check_count(len(addrs))
-        located = [self.locate(addr) for addr in addrs]
+        if slabs is None:
+            located = [self.locate(addr) for addr in addrs]
+        else:
+            located = [self.locate(addr, slab) for addr, slab in zip(addrs, slabs, strict=True)]
+        if len(set(addrs)) == len(addrs):
+            return located
         seen: set[int] = set()
         for addr, (slab, idx) in zip(addrs, located, strict=True):
             if addr in seen:
@@ -534,10 +615,17 @@ class KmemCache:
             seen.add(addr)
         return located
 
-    def free(self, addrs: Sequence[int], caller: int = 0) -> list[tuple[int, int]]:
+    def free(
+        self,
+        addrs: Sequence[int],
+        caller: int = 0,
+        located: Sequence[tuple[Slab, int]] | None = None,
+    ) -> list[tuple[int, int]]:
         """kmem_cache_free of each address; the (pfn, order) of every slab
-        that went back (beyond free_limit)."""
-        located = self.check_free(addrs)
+        that went back (beyond free_limit). located: what check_free(addrs)
+        returned, if the caller has checked them already."""
+        if located is None:
+            located = self.check_free(addrs)
         released: list[tuple[int, int]] = []
         for addr, (slab, idx) in zip(addrs, located, strict=True):
             self._free_one(addr, slab, idx, caller, released)
@@ -547,10 +635,26 @@ class KmemCache:
     def _free_one(
         self, addr: int, slab: Slab, idx: int, caller: int, released: list[tuple[int, int]]
     ) -> None:
+        """__cache_free: check the object, then onto the array, flushing its
+        batchcount oldest objects first if it is full."""
         if self.debugging:
             self._free_debugcheck(slab, slab.colouroff + idx * self.layout.buffer_size, caller)
         del self.live[addr]
         slab.active[idx] = 0
+        if len(self.ac) >= self.tunables.limit:
+            self._flush_array(self.tunables.batchcount, released)
+        self.ac.append((addr, slab, idx))
+
+    def _flush_array(self, count: int, released: list[tuple[int, int]]) -> None:
+        """cache_flusharray and drain_array: the count oldest objects of the
+        array go back to their slabs (free_block)."""
+        batch = self.ac[:count]
+        del self.ac[:count]
+        for _, slab, idx in batch:
+            self._free_block_one(slab, idx, released)
+
+    def _free_block_one(self, slab: Slab, idx: int, released: list[tuple[int, int]]) -> None:
+        """One object of free_block: slab_put_obj and the slab chains' fixup."""
         slab.free.append(idx)
         slab.inuse -= 1
         self.free_objects += 1
@@ -603,19 +707,41 @@ class KmemCache:
             self._destroy(next(reversed(free.values())), released)
         return released
 
+    def drain_array(self) -> list[tuple[int, int]]:
+        """drain_cpu_caches: every object on the array back to its slab,
+        oldest first; the (pfn, order) of slabs that went back (beyond
+        free_limit)."""
+        released: list[tuple[int, int]] = []
+        self._flush_array(len(self.ac), released)
+        return released
+
     def shrink(self) -> list[tuple[int, int]]:
-        """kmem_cache_shrink: every free slab goes back."""
-        return self.drain_freelist(len(self.lists[FREE]))
+        """kmem_cache_shrink (__cache_shrink): drain the array, then every
+        free slab goes back."""
+        released = self.drain_array()
+        return released + self.drain_freelist(len(self.lists[FREE]))
 
     def reap(self) -> list[tuple[int, int]]:
-        """cache_reap's share for this cache: skip it once if an allocation
-        recently went to slabs_free, else free about a fifth of free_limit's
-        worth of slabs."""
+        """cache_reap's share for this cache. First drain_array: an array an
+        allocation touched since the last reap is only marked untouched;
+        else (limit + 4) / 5 of its oldest objects (or half of them, rounded
+        up, if it holds fewer) go back to their slabs. Then the free slabs:
+        skip them once if an allocation recently went to slabs_free, else
+        free about a fifth of free_limit's worth of slabs."""
+        released: list[tuple[int, int]] = []
+        if self.ac:
+            if self.ac_touched:
+                self.ac_touched = False
+            else:
+                tofree = (self.tunables.limit + 4) // 5
+                if tofree > len(self.ac):
+                    tofree = (len(self.ac) + 1) // 2
+                self._flush_array(tofree, released)
         if self.free_touched:
             self.free_touched = False
-            return []
+            return released
         tofree = (self.tunables.free_limit + 5 * self.num - 1) // (5 * self.num)
-        return self.drain_freelist(tofree)
+        return released + self.drain_freelist(tofree)
 
     # -- contents ----------------------------------------------------------------
 
@@ -645,5 +771,5 @@ class KmemCache:
         slab.mem[offset : offset + len(data)] = data
 
     def objects(self) -> list[int]:
-        """Allocated objects, oldest first."""
+        """Allocated objects, oldest first (not those on the array)."""
         return list(self.live)

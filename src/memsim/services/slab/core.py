@@ -8,10 +8,11 @@ changed between the two, so it may need fewer, or refuse with NoMemory if it
 now needs more, changing nothing). Everything that frees memory returns the
 (pfn, order) blocks to give back.
 
-Reclaim: shrink(nr_to_scan) first releases every cache's free slabs (what
-cache_reap would release over time), then frees up to nr_to_scan objects of
-the SLAB_RECLAIM_ACCOUNT caches, oldest first, as the dcache and icache
-shrinkers prune their unused entries, and releases the slabs that empties.
+Reclaim: shrink(nr_to_scan) first drains every cache's array cache and
+releases its free slabs (what cache_reap would release over time), then frees
+up to nr_to_scan objects of the SLAB_RECLAIM_ACCOUNT caches, oldest first, as
+the dcache and icache shrinkers prune their unused entries, and drains and
+releases the slabs that empties.
 Every object of such a cache counts as unused here (nothing pins a dentry),
 and buffer_head, SLAB_RECLAIM_ACCOUNT in 2.6.24 but freed with its page in
 the kernel, is pruned the same way.
@@ -26,7 +27,14 @@ from dataclasses import dataclass
 from memsim.profiles.loader import MachineProfile
 from memsim.services.slab import flags as f
 from memsim.services.slab.boot import boot_caches, early_kmalloc_sizes
-from memsim.services.slab.cache import AllocResult, CacheInfo, KmemCache, SlabEnv, check_count
+from memsim.services.slab.cache import (
+    AllocResult,
+    CacheInfo,
+    KmemCache,
+    Slab,
+    SlabEnv,
+    check_count,
+)
 from memsim.services.slab.errors import (
     BadAddress,
     BadRequest,
@@ -153,15 +161,17 @@ class SlabAllocator:
         return cache
 
     def destroy_cache(self, name: str) -> list[tuple[int, int]]:
-        """kmem_cache_destroy: refused while objects are in use; returns the
-        free slabs' blocks."""
+        """kmem_cache_destroy: refused while callers hold objects (those on
+        the array do not count: __cache_shrink drains it); returns the
+        slabs' blocks. A refusal changes nothing (the kernel's would have
+        drained the array and freed the free slabs)."""
         cache = self.cache(name)
         if cache.boot:
             raise CacheBusy(f"{name} is one of the kernel's own caches and cannot be destroyed")
-        if cache.active_objs:
+        if cache.in_use:
             raise CacheBusy(
                 f"slab error in kmem_cache_destroy(): cache `{name}': Can't free all objects "
-                f"({cache.active_objs} in use)"
+                f"({cache.in_use} in use)"
             )
         released = cache.shrink()
         del self.caches[name]
@@ -213,7 +223,7 @@ class SlabAllocator:
     ) -> AllocResult:
         return self.kmalloc_cache(size, gfp).alloc(count, pfns, gfp, caller)
 
-    def _kmalloc_object(self, addr: int) -> KmemCache:
+    def _kmalloc_slab(self, addr: int) -> Slab:
         slab = self.env.slab_of(addr)
         if slab is None:
             raise NotAllocated(f"kfree of {addr!r}: not an object from kmalloc")
@@ -222,20 +232,28 @@ class SlabAllocator:
                 f"kfree of {addr:#x}: an object of cache {slab.cache.name}, not from kmalloc "
                 "(use kmem_cache_free)"
             )
-        return slab.cache
+        return slab
 
     def kfree(self, addrs: Sequence[int], caller: int = 0) -> list[tuple[int, int]]:
         """kfree of each address, whichever size-N cache it is in."""
         check_count(len(addrs))
-        groups: dict[str, list[int]] = {}
+        # Each address's slab is looked up once: cache -> (addresses, their slabs).
+        groups: dict[KmemCache, tuple[list[int], list[Slab]]] = {}
         for addr in addrs:
-            groups.setdefault(self._kmalloc_object(addr).name, []).append(addr)
+            slab = self._kmalloc_slab(addr)
+            group = groups.get(slab.cache)
+            if group is None:
+                group = groups[slab.cache] = ([], [])
+            group[0].append(addr)
+            group[1].append(slab)
         # Check every group before freeing any, so a refusal changes nothing.
-        for name, group in groups.items():
-            self.caches[name].check_free(group)
+        checked = [
+            (cache, group, cache.check_free(group, slabs))
+            for cache, (group, slabs) in groups.items()
+        ]
         released: list[tuple[int, int]] = []
-        for name, group in groups.items():
-            released += self.caches[name].free(group, caller)
+        for cache, addresses, located in checked:
+            released += cache.free(addresses, caller, located)
         return released
 
     def ksize(self, addr: int) -> int:
@@ -264,7 +282,7 @@ class SlabAllocator:
 
     def reclaimable_objects(self) -> int:
         """What the shrinkers would report for nr_to_scan 0."""
-        return sum(c.active_objs for c in self.caches.values() if c.reclaimable)
+        return sum(c.in_use for c in self.caches.values() if c.reclaimable)
 
     def shrink(self, nr_to_scan: int) -> ShrinkResult:
         if isinstance(nr_to_scan, bool) or not isinstance(nr_to_scan, int) or nr_to_scan < 0:

@@ -32,6 +32,11 @@ class SlabCollector(Collector):
                 "Bytes per object with debug words and padding (objsize).",
                 labels=labels,
             ),
+            "array_objects": GaugeMetricFamily(
+                "memsim_slab_array_objects",
+                "Freed objects on the per-CPU array cache (ac->avail), in active_objs.",
+                labels=labels,
+            ),
             "slabs": GaugeMetricFamily("memsim_slab_slabs", "Slabs (num_slabs).", labels=labels),
             "pages": GaugeMetricFamily(
                 "memsim_slab_pages", "Pages the cache's slabs take.", labels=labels
@@ -58,6 +63,7 @@ class SlabCollector(Collector):
             name = [info.name]
             gauges["active_objects"].add_metric(name, info.active_objs)
             gauges["objects"].add_metric(name, info.num_objs)
+            gauges["array_objects"].add_metric(name, info.array_avail)
             gauges["object_size"].add_metric(name, info.buffer_size)
             gauges["slabs"].add_metric(name, info.num_slabs)
             gauges["pages"].add_metric(name, info.pages)

@@ -79,6 +79,7 @@ def cache_info(info: CacheInfo) -> pb.CacheInfo:
         errors=stats.errors,
         colour=info.colour,
         colour_off_bytes=info.colour_off,
+        array_avail=info.array_avail,
     )
 
 

@@ -115,20 +115,23 @@ class SlabService:
     # -- reclaim -----------------------------------------------------------------------
 
     async def reclaim(self, nr_to_reclaim: int) -> tuple[int, int]:
-        """shrink_slab for the zone's reclaim: free slabs first, then the oldest
-        objects of the reclaimable caches, 4 * pages / DEFAULT_SEEKS of them in
-        SHRINK_BATCH steps. (objects scanned, pages freed)"""
+        """shrink_slab for the zone's reclaim: array caches and free slabs
+        first, then the oldest objects of the reclaimable caches,
+        4 * pages / DEFAULT_SEEKS of them in SHRINK_BATCH steps. (objects
+        scanned, pages freed)"""
         wanted = max(1, 4 * nr_to_reclaim // DEFAULT_SEEKS)
         nr_to_scan = -(-wanted // SHRINK_BATCH) * SHRINK_BATCH
         result = self.slab.shrink(nr_to_scan)
         return len(result.objects), await self._give_back(result.pages)
 
     async def reap(self) -> int:
-        """cache_reap: free slabs beyond each cache's free limit back to the zone."""
+        """cache_reap: part of each untouched array cache back to its slabs, and
+        some free slabs back to the zone."""
         return await self._give_back(self.slab.reap())
 
     async def drain(self) -> int:
-        """drain_all_pages asked: every cache's free slabs back to the zone."""
+        """drain_all_pages asked: every cache's array cache drained, and its free
+        slabs back to the zone."""
         blocks: list[tuple[int, int]] = []
         for cache in self.slab.chain():
             blocks += self.slab.shrink_cache(cache.name)

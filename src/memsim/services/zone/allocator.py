@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from memsim.services.zone import gfp as g
 from memsim.services.zone import watermarks as wm
-from memsim.services.zone.errors import BadFree, InvalidRequest, NotFound, OutOfMemory
+from memsim.services.zone.errors import BadFree, Halted, InvalidRequest, NotFound, OutOfMemory
 from memsim.services.zone.machine import DEF_PRIORITY, Machine, Zone
-from memsim.services.zone.ports import BuddyPort, ReclaimerPort
+from memsim.services.zone.ports import BuddyPort, OomPort, ReclaimerPort
 
 MAX_ALLOC_COUNT = 1 << 16
 # The kernel loops for ever on small allocations that may not fail; memsim
@@ -27,6 +27,8 @@ MAX_RECLAIM_RETRIES = 16
 CONGESTION_WAIT_S = 0.002
 # __GFP_NOFAIL without a deadline of its own retries this long.
 NOFAIL_LIMIT_S = 5.0
+# After an OOM round: time for the victim's memory to come back.
+OOM_RETRY_S = 0.005
 
 
 @dataclass
@@ -49,6 +51,11 @@ class ZoneAllocator:
         self._kswapd_tasks: list[asyncio.Task[None]] = []
         self.kswapd_runs = 0
         self.kswapd_wakeups = 0
+        # The OOM killer (the policy service); None: an allocation reclaim
+        # cannot serve fails, as with no killer.
+        self.oom: OomPort | None = None
+        self.oom_rounds: dict[str, int] = {}  # OOM rounds by the killer's decision
+        self.oom_killed: set[int] = set()  # pids never served again
 
     # -- boot and lifecycle ----------------------------------------------------
 
@@ -106,12 +113,17 @@ class ZoneAllocator:
         cpu: int,
         deadline_s: float | None = None,
         extra: int = 0,
+        pid: int = 0,
+        nodes: tuple[int, ...] = (),
     ) -> list[Allocation]:
         """count blocks of 2^order pages; a bulk returns fewer if memory runs out
         after the first block, and OutOfMemory if not even one can be had.
         extra: up to that many more order-0 pages, only if the bulk fast path
-        can serve them with the count (a caller's per-CPU list refill)."""
+        can serve them with the count (a caller's per-CPU list refill).
+        pid and nodes: the process the pages are for and its nodes, for the
+        OOM killer."""
         self._check(gfp_mask, order, count, cpu, extra)
+        self._check_not_killed(pid)
         node = self.machine.profile.cpu_node(cpu)
         highest = g.gfp_zone(gfp_mask, self.machine.zone_types)
         zonelist = self.machine.zonelist(node, highest, bool(gfp_mask & g.THISNODE))
@@ -136,7 +148,7 @@ class ZoneAllocator:
             try:
                 # A bulk that got some blocks is not a failure: only the first warns.
                 mask = gfp_mask if i == 0 else gfp_mask | g.NOWARN
-                zone, pfn = await self._alloc_one(mask, order, cpu, zonelist, until)
+                zone, pfn = await self._alloc_one(mask, order, cpu, zonelist, until, pid, nodes)
             except OutOfMemory:
                 if i == 0:
                     raise
@@ -170,7 +182,14 @@ class ZoneAllocator:
         return None
 
     async def _alloc_one(
-        self, gfp_mask: int, order: int, cpu: int, zonelist: list[Zone], until: float
+        self,
+        gfp_mask: int,
+        order: int,
+        cpu: int,
+        zonelist: list[Zone],
+        until: float,
+        pid: int = 0,
+        nodes: tuple[int, ...] = (),
     ) -> tuple[Zone, int]:
         """__alloc_pages of 2.6.24."""
         got = await self._get_page_from_freelist(gfp_mask, order, cpu, zonelist, wm.ALLOC_WMARK_LOW)
@@ -207,7 +226,15 @@ class ZoneAllocator:
                 )
                 if got:
                     return got
-                # The OOM killer (the policy service, later) would run here.
+                # The OOM killer will not help higher order allocs so fail.
+                if self.oom is not None and order <= g.PAGE_ALLOC_COSTLY_ORDER:
+                    if not await self._out_of_memory(gfp_mask, order, pid, nodes):
+                        break
+                    if loop.time() >= until:
+                        break
+                    # goto restart: the victim's pages are on their way back.
+                    await asyncio.sleep(OOM_RETRY_S)
+                    continue
                 if not gfp_mask & g.NOFAIL:
                     break
             do_retry = (
@@ -229,6 +256,26 @@ class ZoneAllocator:
             f"({g.format_gfp(gfp_mask)}): no zone in the zonelist has a free "
             "block above its watermark and reclaim freed nothing"
         )
+
+    def _check_not_killed(self, pid: int) -> None:
+        if pid and pid in self.oom_killed:
+            raise OutOfMemory(f"process {pid} was killed by the OOM killer: no more pages for it")
+
+    async def _out_of_memory(
+        self, gfp_mask: int, order: int, pid: int, nodes: tuple[int, ...]
+    ) -> bool:
+        """out_of_memory() and what __alloc_pages does after: True to try
+        again (a process was killed, or an earlier victim is still dying),
+        False to fail the allocation. The killed are refused from now on, so
+        that a victim's own fault in flight ends."""
+        assert self.oom is not None
+        verdict = await self.oom.out_of_memory(gfp_mask, order, pid, nodes)
+        self.oom_rounds[verdict.decision] = self.oom_rounds.get(verdict.decision, 0) + 1
+        self.oom_killed.update(verdict.killed)
+        if verdict.decision == "panic":
+            raise Halted(verdict.message)
+        self._check_not_killed(pid)
+        return verdict.decision in ("killed", "wait")
 
     def _warn_failure(self, gfp_mask: int, order: int) -> None:
         if not gfp_mask & g.NOWARN:
@@ -355,7 +402,9 @@ class ZoneAllocator:
         """Every pcp list of every CPU back to buddy, the reclaimers' own
         per-CPU lists first (their pages come back through the pcp lists)."""
         drained = 0
-        for reclaimer in list(self.reclaimers.values()):
+        # Newest first: a later reclaimer may hold objects of an earlier one
+        # (the MMU holds slab objects, which the slab can free only after).
+        for reclaimer in reversed(list(self.reclaimers.values())):
             await reclaimer.drain_cache()
         for zone in self.machine.zones.values():
             pfns: list[int] = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import grpc
 
@@ -16,17 +16,41 @@ class ZoneClient:
         self._stub = zone_pb2_grpc.ZoneAllocatorStub(channel)
 
     async def alloc(
-        self, gfp_mask: int, order: int = 0, count: int = 1, cpu: int = 0, extra: int = 0
+        self,
+        gfp_mask: int,
+        order: int = 0,
+        count: int = 1,
+        cpu: int = 0,
+        extra: int = 0,
+        *,
+        pid: int = 0,
+        nodes: Sequence[int] = (),
     ) -> list[tuple[int, int]]:
         """(pfn, order) of every block allocated."""
-        response = await self.alloc_pages(gfp_mask, order, count, cpu, extra)
+        response = await self.alloc_pages(gfp_mask, order, count, cpu, extra, pid=pid, nodes=nodes)
         return [(pfn, b.order) for b in response.blocks for pfn in b.pfns]
 
     async def alloc_pages(
-        self, gfp_mask: int, order: int = 0, count: int = 1, cpu: int = 0, extra: int = 0
+        self,
+        gfp_mask: int,
+        order: int = 0,
+        count: int = 1,
+        cpu: int = 0,
+        extra: int = 0,
+        *,
+        pid: int = 0,
+        nodes: Sequence[int] = (),
     ) -> pb.AllocPagesResponse:
         return await self._stub.AllocPages(
-            pb.AllocPagesRequest(gfp_mask=gfp_mask, order=order, count=count, cpu=cpu, extra=extra)
+            pb.AllocPagesRequest(
+                gfp_mask=gfp_mask,
+                order=order,
+                count=count,
+                cpu=cpu,
+                extra=extra,
+                pid=pid,
+                nodes=list(nodes),
+            )
         )
 
     async def free(

@@ -14,10 +14,14 @@ from memsim.runtime.config import peer_address
 class ZoneConfig:
     profile: MachineProfile
     buddy_address: str
+    # The policy service: sysctls to follow and the OOM killer to call.
+    # None: the zone runs alone (its defaults, and no OOM killer).
+    policy_address: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ZoneConfig:
-        """MEMSIM_PROFILE, MEMSIM_MEM, MEMSIM_PAGE_SIZE, MEMSIM_MAX_ORDER, MEMSIM_BUDDY_ADDR."""
+        """MEMSIM_PROFILE, MEMSIM_MEM, MEMSIM_PAGE_SIZE, MEMSIM_MAX_ORDER,
+        MEMSIM_BUDDY_ADDR and MEMSIM_POLICY_ADDR (unset: no policy service)."""
         env = os.environ if env is None else env
         max_order = env.get("MEMSIM_MAX_ORDER")
         profile = load_profile(
@@ -26,4 +30,5 @@ class ZoneConfig:
             page_size=env.get("MEMSIM_PAGE_SIZE") or None,
             max_order=int(max_order) if max_order else None,
         )
-        return cls(profile, peer_address("buddy", env))
+        policy = peer_address("policy", env) if env.get("MEMSIM_POLICY_ADDR") else None
+        return cls(profile, peer_address("buddy", env), policy)

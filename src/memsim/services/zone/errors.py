@@ -21,3 +21,7 @@ class BadFree(ZoneError):
 
 class NotFound(ZoneError):
     """An unknown reclaimer."""
+
+
+class Halted(ZoneError):
+    """The OOM killer panicked the machine (FAILED_PRECONDITION)."""

@@ -42,6 +42,26 @@ class ReclaimerPort(Protocol):
         ...
 
 
+class OomVerdict(NamedTuple):
+    """What the OOM killer did about one failed allocation."""
+
+    # "killed": retry, memory is on its way back; "wait": an earlier victim
+    # is still dying, retry; "panic": the machine is halted; "give_up": fail.
+    decision: str
+    # Every process it killed (they must not be served any more).
+    killed: tuple[int, ...] = ()
+    message: str = ""
+
+
+class OomPort(Protocol):
+    async def out_of_memory(
+        self, gfp_mask: int, order: int, pid: int, nodes: tuple[int, ...]
+    ) -> OomVerdict:
+        """One round of the OOM killer for an allocation that reclaim could
+        not serve: pid asked (0: the kernel), restricted to nodes (empty: any)."""
+        ...
+
+
 class NotConnected:
     """The buddy port before the service has dialled buddy: every call says so."""
 

@@ -7,17 +7,21 @@ from typing import Any
 import grpc
 
 from memsim.common.v1 import common_pb2
+from memsim.policy.v1 import policy_pb2 as policy_pb
 from memsim.runtime.channel import open_channel
 from memsim.runtime.config import parse_address
 from memsim.runtime.errors import translate_errors
 from memsim.runtime.logs import get_logger
 from memsim.runtime.server import Service
 from memsim.services.buddy.client import BuddyClient
+from memsim.services.policy.client import PolicyClient
+from memsim.services.policy.watch import SysctlFollower, sysctl_values
 from memsim.services.zone.allocator import ZoneAllocator
 from memsim.services.zone.config import ZoneConfig
-from memsim.services.zone.errors import BadFree, InvalidRequest, NotFound, OutOfMemory
+from memsim.services.zone.errors import BadFree, Halted, InvalidRequest, NotFound, OutOfMemory
 from memsim.services.zone.machine import Machine, Zone
 from memsim.services.zone.metrics import ZoneCollector
+from memsim.services.zone.oom_client import PolicyOom
 from memsim.services.zone.ports import BuddyPort, NotConnected
 from memsim.services.zone.reclaimer_client import ReclaimerClient
 from memsim.services.zone.vmstat import NUMA_STAT_ITEMS, ZONE_STAT_ITEMS
@@ -27,6 +31,7 @@ from memsim.zone.v1 import zone_pb2_grpc
 STATUS: dict[type[Exception], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
     OutOfMemory: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Halted: grpc.StatusCode.FAILED_PRECONDITION,
     BadFree: grpc.StatusCode.FAILED_PRECONDITION,
     NotFound: grpc.StatusCode.NOT_FOUND,
 }
@@ -62,6 +67,8 @@ class ZoneServicer(zone_pb2_grpc.ZoneAllocatorServicer):
                 request.cpu,
                 deadline_s=context.time_remaining(),
                 extra=request.extra,
+                pid=request.pid,
+                nodes=tuple(request.nodes),
             )
         finally:
             for line in self.allocator.failures[failures:]:
@@ -161,6 +168,24 @@ class ZoneServicer(zone_pb2_grpc.ZoneAllocatorServicer):
     ) -> pb.WatermarkSettings:
         return self._settings()
 
+    def follow_sysctls(self, state: policy_pb.WatchSysctlsResponse) -> None:
+        """The policy service's vm.min_free_kbytes and vm.lowmem_reserve_ratio,
+        applied at once as a write of either file does
+        (setup_per_zone_pages_min, setup_per_zone_lowmem_reserve)."""
+        values = sysctl_values(state)
+        machine = self.machine
+        min_free = values.get("vm.min_free_kbytes")
+        ratio = values.get("vm.lowmem_reserve_ratio")
+        ratios = [int(r) for r in ratio.split()] if ratio else machine.lowmem_reserve_ratio
+        if len(ratios) != len(machine.lowmem_reserve_ratio):
+            log.warning("lowmem_reserve_ratio_ignored", value=ratio)
+            ratios = machine.lowmem_reserve_ratio
+        new_min = int(min_free) if min_free else machine.min_free_kbytes
+        ratios = [max(r, 1) for r in ratios]
+        if (new_min, ratios) != (machine.min_free_kbytes, machine.lowmem_reserve_ratio):
+            machine.min_free_kbytes, machine.lowmem_reserve_ratio = new_min, ratios
+            machine.setup_watermarks()
+
     @translate
     async def SetWatermarkSettings(
         self, request: pb.SetWatermarkSettingsRequest, context: Context
@@ -224,18 +249,28 @@ def zone_service(config: ZoneConfig | None = None, buddy: BuddyPort | None = Non
     servicer = ZoneServicer(allocator)
     channels: list[grpc.aio.Channel] = []
 
+    follower: SysctlFollower | None = None
+
     async def on_start(address: str) -> None:
+        nonlocal follower
         if buddy is None:  # a channel belongs to the loop the server runs on
             channels.append(open_channel(config.buddy_address))
-            allocator.buddy = BuddyClient(channels[0])
+            allocator.buddy = BuddyClient(channels[-1])
         await allocator.boot()
+        if config.policy_address is not None:
+            channels.append(open_channel(config.policy_address))
+            allocator.oom = PolicyOom(PolicyClient(channels[-1]), config.profile.nodes)
+            follower = SysctlFollower(config.policy_address, service.gate, servicer.follow_sysctls)
+            follower.start()
 
     async def on_stop() -> None:
+        if follower is not None:
+            await follower.stop()
         await allocator.stop()
         for channel in channels:
             await channel.close(None)
 
-    return Service(
+    service = Service(
         name="zone",
         service_names=[pb.DESCRIPTOR.services_by_name["ZoneAllocator"].full_name],
         add_to_server=lambda server: zone_pb2_grpc.add_ZoneAllocatorServicer_to_server(
@@ -245,3 +280,4 @@ def zone_service(config: ZoneConfig | None = None, buddy: BuddyPort | None = Non
         on_start=on_start,
         on_stop=on_stop,
     )
+    return service
