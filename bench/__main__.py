@@ -9,6 +9,8 @@ from bench import (
     buddy_grpc,
     mmu_core,
     mmu_grpc,
+    policy_core,
+    policy_grpc,
     slab_grpc,
     zone_core,
     zone_grpc,
@@ -26,6 +28,8 @@ def main() -> int:
     slab_grpc.run(report)
     mmu_core.run(report)
     mmu_grpc.run(report)
+    policy_core.run(report)
+    policy_grpc.run(report)
     path = report.write("bench")
     print(f"results: {path} and {path.with_suffix('.md')}")
     return 0 if report.all_passed else 1

@@ -15,13 +15,12 @@ every mapping until the round ends, so each touch refills from the zone.
 from __future__ import annotations
 
 import asyncio
-import statistics
+import functools
 import time
 
-from bench.buddy_grpc import ROUNDS, _calls_per_second
 from bench.report import Report, Result
+from bench.rounds import Call, add_paired, calls_per_second, echo_call, paired_rates, warm_up
 from bench.services import running
-from memsim.echo.v1 import echo_pb2, echo_pb2_grpc
 from memsim.mmu.v1 import mmu_pb2 as pb
 from memsim.mmu.v1 import mmu_pb2_grpc
 from memsim.profiles.loader import load_profile
@@ -39,15 +38,10 @@ SINGLE_GOAL = 0.4
 
 async def _measure(report: Report, echo_addr: str, mmu_addr: str, page: int) -> None:
     async with open_channel(echo_addr) as echo_ch, open_channel(mmu_addr) as mmu_ch:
-        echo = echo_pb2_grpc.EchoStub(echo_ch)
+        echo = echo_call(echo_ch)
         mmu = mmu_pb2_grpc.MmuStub(mmu_ch)
         pid, token = await MmuClient(mmu_ch).create_process("bench")
         caller = pb.Caller(pid=pid, token=token)
-        request = echo_pb2.EchoRequest(payload=b"x" * 16)
-
-        async def echo_call() -> int:
-            await echo.Echo(request)
-            return 1
 
         async def mmap(length: int) -> int:
             response = await mmu.Mmap(
@@ -111,74 +105,53 @@ async def _measure(report: Report, echo_addr: str, mmu_addr: str, page: int) -> 
             touches += 1
             return 1
 
-        for fn in (echo_call, bulk, single):  # warm up connections, caches and pcp lists
-            await _calls_per_second(1, fn)
+        async def pages_per_second(fn: Call, pages_per_touch: int) -> float:
+            """One window of `fn`: the pages its Touch calls faulted in per second of them;
+            the mappings bulk_cold kept are unmapped after."""
+            nonlocal touch_s, touches
+            touch_s, touches = 0.0, 0
+            await calls_per_second(1, fn)
+            rate = touches * pages_per_touch / touch_s
+            while kept:
+                await munmap(kept.pop(), BULK_BYTES)
+            return rate
 
-        for name, fn, pages_per_touch in (
-            ("bulk", bulk, BULK_BYTES // page),
-            ("bulk cold", bulk_cold, BULK_BYTES // page),
-            ("single", single, 1),
-        ):
-            echo_rates, rates, ratios = [], [], []
-            for _ in range(ROUNDS):
-                echo_rates.append(await _calls_per_second(1, echo_call))
-                touch_s, touches = 0.0, 0
-                await _calls_per_second(1, fn)
-                rates.append(touches * pages_per_touch / touch_s)
-                ratios.append(rates[-1] / echo_rates[-1])
-                while kept:
-                    await munmap(kept.pop(), BULK_BYTES)
-            ratio = statistics.median(ratios)
-            report.add(
-                Result(
-                    f"echo calls/s, 1 in flight (mmu {name} run)",
-                    statistics.median(echo_rates),
-                    "calls/s",
-                )
+        echo_rate = functools.partial(calls_per_second, 1, echo)
+        await warm_up(echo, bulk, single)  # connections, caches and pcp lists
+
+        add_paired(
+            report,
+            await paired_rates(
+                echo_rate, functools.partial(pages_per_second, bulk, BULK_BYTES // page)
+            ),
+            echo="echo calls/s, 1 in flight (mmu bulk run)",
+            rate=f"mmu first touch of {BULK_BYTES >> 20} MiB in one Touch, pages/s",
+            ratio="mmu 1 MiB first-touch pages/s / echo calls/s",
+            goal=BULK_GOAL,
+            unit="pages/s",
+        )
+
+        cold = await paired_rates(
+            echo_rate, functools.partial(pages_per_second, bulk_cold, BULK_BYTES // page)
+        )
+        report.add(Result("echo calls/s, 1 in flight (mmu bulk cold run)", cold.echo, "calls/s"))
+        report.add(
+            Result(
+                "mmu 1 MiB first touch, every touch refilling from zone, / echo",
+                cold.ratio,
+                "ratio",
+                detail=f"{cold.rate:.0f} pages/s",
             )
-            if name == "bulk":
-                report.add(
-                    Result(
-                        f"mmu first touch of {BULK_BYTES >> 20} MiB in one Touch, pages/s",
-                        statistics.median(rates),
-                        "pages/s",
-                    )
-                )
-                report.add(
-                    Result(
-                        "mmu 1 MiB first-touch pages/s / echo calls/s",
-                        ratio,
-                        "ratio",
-                        f">= {BULK_GOAL}",
-                        ratio >= BULK_GOAL,
-                    )
-                )
-            elif name == "bulk cold":
-                report.add(
-                    Result(
-                        "mmu 1 MiB first touch, every touch refilling from zone, / echo",
-                        ratio,
-                        "ratio",
-                        detail=f"{statistics.median(rates):.0f} pages/s",
-                    )
-                )
-            else:
-                report.add(
-                    Result(
-                        "mmu single-page first Touch calls/s, 1 in flight",
-                        statistics.median(rates),
-                        "calls/s",
-                    )
-                )
-                report.add(
-                    Result(
-                        "mmu single-page first Touch / echo calls/s",
-                        ratio,
-                        "ratio",
-                        f">= {SINGLE_GOAL}",
-                        ratio >= SINGLE_GOAL,
-                    )
-                )
+        )
+
+        add_paired(
+            report,
+            await paired_rates(echo_rate, functools.partial(pages_per_second, single, 1)),
+            echo="echo calls/s, 1 in flight (mmu single run)",
+            rate="mmu single-page first Touch calls/s, 1 in flight",
+            ratio="mmu single-page first Touch / echo calls/s",
+            goal=SINGLE_GOAL,
+        )
 
 
 def run(report: Report) -> None:

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-import statistics
-import time
 import urllib.request
+from collections.abc import Sequence
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.buddy_grpc import ROUNDS, _calls_per_second
 from bench.report import Report, Result
+from bench.rounds import TimedPair, add_paired, bulk_rounds, echo_call, paired_rounds, warm_up
 from bench.services import running
 from memsim.clients.cli.state import ServiceRecord
-from memsim.echo.v1 import echo_pb2, echo_pb2_grpc
 from memsim.profiles.loader import load_profile
 from memsim.runtime.channel import open_channel
 from memsim.services.slab.client import SlabClient
@@ -58,91 +56,42 @@ def _zone_alloc_calls(metrics_address: str | None) -> float:
 
 async def _measure(report: Report, echo_addr: str, slab_addr: str, zone: ServiceRecord) -> None:
     async with open_channel(echo_addr) as echo_ch, open_channel(slab_addr) as slab_ch:
-        echo = echo_pb2_grpc.EchoStub(echo_ch)
+        echo = echo_call(echo_ch)
         slab = SlabClient(slab_ch)
-        request = echo_pb2.EchoRequest(payload=b"x" * 16)
-
-        async def echo_call() -> int:
-            await echo.Echo(request)
-            return 1
 
         async def kmalloc_kfree() -> int:
             allocated = await slab.kmalloc(SIZE)
             await slab.kfree(allocated.addresses)
             return 2
 
-        objects = 0
-        alloc_s = free_s = 0.0
+        async def kmalloc_bulk() -> Sequence[int]:
+            return (await slab.kmalloc(SIZE, BULK)).addresses
 
-        async def bulk() -> int:
-            """Kmalloc of BULK objects then Kfree of them, each call timed alone."""
-            nonlocal alloc_s, free_s, objects
-            start = time.perf_counter()
-            allocated = await slab.kmalloc(SIZE, BULK)
-            middle = time.perf_counter()
-            await slab.kfree(allocated.addresses)
-            objects += len(allocated.addresses)
-            alloc_s += middle - start
-            free_s += time.perf_counter() - middle
-            return 2
+        async def kfree(addresses: Sequence[int]) -> None:
+            await slab.kfree(addresses)
 
-        for fn in (echo_call, kmalloc_kfree, bulk):  # warm up connections and slabs
-            await _calls_per_second(1, fn)
+        # warm up connections and slabs
+        await warm_up(echo, kmalloc_kfree, TimedPair(kmalloc_bulk, kfree))
 
-        echo_rates, slab_rates, ratios = [], [], []
-        for _ in range(ROUNDS):
-            echo_rates.append(await _calls_per_second(1, echo_call))
-            slab_rates.append(await _calls_per_second(1, kmalloc_kfree))
-            ratios.append(slab_rates[-1] / echo_rates[-1])
-        ratio = statistics.median(ratios)
-        report.add(
-            Result("echo calls/s, 1 in flight (slab run)", statistics.median(echo_rates), "calls/s")
-        )
-        report.add(
-            Result(
-                f"slab kmalloc({SIZE})/kfree calls/s, 1 in flight",
-                statistics.median(slab_rates),
-                "calls/s",
-            )
-        )
-        report.add(
-            Result(
-                "slab kmalloc/kfree / echo calls/s, 1 in flight",
-                ratio,
-                "ratio",
-                f">= {SINGLE_GOAL}",
-                ratio >= SINGLE_GOAL,
-            )
+        add_paired(
+            report,
+            await paired_rounds(1, echo, kmalloc_kfree),
+            echo="echo calls/s, 1 in flight (slab run)",
+            rate=f"slab kmalloc({SIZE})/kfree calls/s, 1 in flight",
+            ratio="slab kmalloc/kfree / echo calls/s, 1 in flight",
+            goal=SINGLE_GOAL,
         )
 
-        ratios_by_call: dict[str, list[float]] = {"Kmalloc": [], "Kfree": []}
-        rates_by_call: dict[str, list[float]] = {"Kmalloc": [], "Kfree": []}
-        for _ in range(ROUNDS):
-            echo_rate = await _calls_per_second(1, echo_call)
-            alloc_s = free_s = 0.0
-            objects = 0
-            await _calls_per_second(1, bulk)
-            for what, seconds in (("Kmalloc", alloc_s), ("Kfree", free_s)):
-                rates_by_call[what].append(objects / seconds)
-                ratios_by_call[what].append(objects / seconds / echo_rate)
-        for what, ratios in ratios_by_call.items():
-            ratio = statistics.median(ratios)
-            report.add(
-                Result(
-                    f"slab {what} of {BULK} size-{SIZE} objects, objects/s",
-                    statistics.median(rates_by_call[what]),
-                    "objects/s",
-                )
-            )
-            report.add(
-                Result(
-                    f"slab {what} objects/s / echo calls/s",
-                    ratio,
-                    "ratio",
-                    f">= {BULK_GOAL}",
-                    ratio >= BULK_GOAL,
-                )
-            )
+        await bulk_rounds(
+            report,
+            echo,
+            kmalloc_bulk,
+            kfree,
+            calls=("slab Kmalloc", "slab Kfree"),
+            items=f"{BULK} size-{SIZE} objects",
+            unit="objects/s",
+            goal=BULK_GOAL,
+        )
 
         cache = next(c for c in (await slab.slabinfo()).caches if c.name == f"size-{SIZE}")
         goal = math.ceil(OBJECTS / cache.objects_per_slab)

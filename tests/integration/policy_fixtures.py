@@ -99,6 +99,10 @@ class FakeTasks:
         task = await self.process(pid)
         self.by_pid[pid] = replace(task, oom_adj=oom_adj, oom_score_adj=oom_score_adj)
 
+    async def set_cgroup(self, pid: int, name: str) -> None:
+        task = await self.process(pid)
+        self.by_pid[pid] = replace(task, memcg=name)
+
     async def check_caller(self, pid: int, token: str) -> None:
         if self.tokens.get(pid) != token:
             raise NotPermitted(f"wrong token for writer pid {pid}")

@@ -46,6 +46,10 @@ class Tasks:
     async def set_oom_adj(self, pid: int, oom_adj: int, oom_score_adj: int) -> None:
         self.by_pid[pid] = replace(self.by_pid[pid], oom_adj=oom_adj, oom_score_adj=oom_score_adj)
 
+    async def set_cgroup(self, pid: int, name: str) -> None:
+        task = await self.process(pid)
+        self.by_pid[pid] = replace(task, memcg=name)
+
     async def check_caller(self, pid: int, token: str) -> None:
         raise NotPermitted("no process may write here")
 

@@ -49,3 +49,7 @@ class MmuClient:
         return await self.stub.SetOomAdj(
             pb.SetOomAdjRequest(pid=pid, oom_adj=oom_adj, oom_score_adj=oom_score_adj)
         )
+
+    async def set_cgroup(self, pid: int, name: str) -> pb.ProcessInfo:
+        """Moves pid into the memory cgroup name (the policy's AttachToCgroup)."""
+        return await self.stub.SetCgroup(pb.SetCgroupRequest(pid=pid, name=name))

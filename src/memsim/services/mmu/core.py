@@ -40,6 +40,7 @@ from memsim.services.mmu.process import (
     OOM_ADJUST_MAX,
     OOM_DISABLE,
     OOM_SCORE_ADJ_MAX,
+    ROOT_CGROUP,
     SIGKILL,
     SIGSEGV,
     Mm,
@@ -117,12 +118,16 @@ class Released:
     slots: list[int] = field(default_factory=list)
     # No MMU: (pfn, order) of whole blocks.
     blocks: list[tuple[int, int]] = field(default_factory=list)
+    # Memory cgroup -> pages to uncharge (mem_cgroup_uncharge_page).
+    uncharged: dict[str, int] = field(default_factory=dict)
 
     def extend(self, other: Released) -> None:
         self.frames += other.frames
         self.tables += other.tables
         self.slots += other.slots
         self.blocks += other.blocks
+        for group, pages in other.uncharged.items():
+            self.uncharged[group] = self.uncharged.get(group, 0) + pages
 
 
 @dataclass
@@ -148,6 +153,16 @@ class Reclaimed:
     scanned: int = 0
     frames: list[int] = field(default_factory=list)
     swapped: list[tuple[int, bytearray | None]] = field(default_factory=list)
+    # Memory cgroup -> pages swapped out of it, to uncharge.
+    uncharged: dict[str, int] = field(default_factory=dict)
+
+
+def valid_cgroup_name(name: str) -> bool:
+    """An absolute group path: "/", "/a", "/a/b" (no empty, "." or ".." part)."""
+    if name == ROOT_CGROUP:
+        return True
+    parts = name.split("/")
+    return name.startswith("/") and all(p not in ("", ".", "..") for p in parts[1:])
 
 
 class Mmu:
@@ -194,6 +209,11 @@ class Mmu:
         # Shared anonymous mappings' shmem objects: key -> mms that map it.
         self.shmem_users: dict[int, int] = {}
         self._next_commit_key = -1
+        # Memory cgroups (2.6.25's page_cgroup): the group each frame was
+        # charged to, for frames charged outside the root group, and each
+        # group's own LRU of its charged anonymous pages, oldest first.
+        self.memcg_charged: dict[int, str] = {}
+        self.memcg_lru: dict[str, dict[int, None]] = {}
 
     # -- commit accounting (mm/mmap.c, security/commoncap.c) ------------------------------
 
@@ -572,6 +592,7 @@ class Mmu:
                 mm.note_rss(-1)
                 if self._put_frame(pt.pte_pfn(pte), owner(proc.pid, vpn)):
                     released.frames.append(pt.pte_pfn(pte))
+                    self._uncharge_frame(pt.pte_pfn(pte), released.uncharged)
         return released
 
     def _lru_of(self, pfn: int) -> ZoneLru:
@@ -773,10 +794,12 @@ class Mmu:
         if segment.commit_key:  # shmem_delete_inode's shmem_unacct_size
             self.commit.release(segment.commit_key)
         frames = list(segment.frames.values())
+        released = Released(frames=frames)
         for frame in frames:
             del self.shm_frames[frame]
             self.data.pop(frame, None)
-        return Released(frames=frames)
+            self._uncharge_frame(frame, released.uncharged)
+        return released
 
     # -- no MMU (uClinux) --------------------------------------------------------------
 
@@ -903,9 +926,13 @@ class Mmu:
         frames: list[int],
         tables: list[int],
         swapped_in: dict[int, bytes | None] | None = None,
+        memcg: str | None = None,
     ) -> Released:
         """Carries out a plan with frames and table pages from the zone and the
-        bytes of the pages it swaps in; gives back what it did not need."""
+        bytes of the pages it swaps in; gives back what it did not need.
+        memcg: the group the frames were charged to (None: none were), which
+        each new frame is recorded as belonging to; those not needed are
+        uncharged again."""
         mm = proc.mm
         ptes = mm.pt.ptes
         spare = list(reversed(frames))
@@ -930,6 +957,7 @@ class Mmu:
                     frame = spare.pop()
                     segment.frames[index] = frame
                     self.shm_frames[frame] = segment.shmid
+                    self._charge_frame(frame, memcg, lru=False)  # shmem: cache charge
                 writable = pt.PTE_WRITE if area.prot & v.PROT_WRITE else 0
                 ptes[vpn] = pt.make_pte(
                     segment.frames[index], pt.PTE_PRESENT | pt.PTE_ACCESSED | writable
@@ -971,6 +999,7 @@ class Mmu:
                     self._put_frame(pt.pte_pfn(old), owner(proc.pid, vpn))
             mm.note_rss(1)
             self._lru_of(pfn).add_active(pfn, vpn)  # the pte's own key object: no copy
+            self._charge_frame(pfn, memcg, lru=True)
             ptes[vpn] = pt.make_pte(pfn, flags)
         minor, major = plan.faults
         proc.minor_faults += minor
@@ -983,6 +1012,8 @@ class Mmu:
         proc.cpu_time_ms += work
         self.clock_ms += work
         released.frames += spare
+        if memcg is not None and spare:
+            released.uncharged[memcg] = released.uncharged.get(memcg, 0) + len(spare)
         return released
 
     def write_bytes(self, proc: Process, addr: int, payload: bytes) -> None:
@@ -1054,6 +1085,7 @@ class Mmu:
             total_vm=pmm.space.total_pages,
         )
         child = self.create_process(*args, tables[:1], charge=False)
+        child.cgroup = parent.cgroup  # the mm's mem_cgroup is the parent's
         mm = child.mm
         mm.space = AddressSpace()
         for area in pmm.space:
@@ -1176,39 +1208,121 @@ class Mmu:
         scan = max(nr_to_reclaim, len(lru.active) >> priority)
         for pfn, vpn in list(lru.active.items())[:scan]:
             result.scanned += 1
-            del lru.active[pfn]
-            proc = None if pfn in self.sharers else self._mapper(pfn, vpn)
-            if (
-                proc is None
-                or self._pinned(proc.pid, vpn, pinned)
-                or not reclaim_mapped
-                or self._test_and_clear_young(proc, vpn)
-            ):
-                lru.active[pfn] = vpn  # rotate: the newest end of the list
-            else:
-                lru.inactive[pfn] = vpn
+            self._shrink_active_page(lru, pfn, vpn, reclaim_mapped, pinned)
         budget = max(nr_to_reclaim, len(lru.inactive) >> priority)
         for pfn, vpn in list(lru.inactive.items())[:budget]:
             if len(result.frames) >= nr_to_reclaim:
                 break
             result.scanned += 1
-            proc = None if pfn in self.sharers else self._mapper(pfn, vpn)
-            if proc is None or self._pinned(proc.pid, vpn, pinned):
-                continue
-            del lru.inactive[pfn]
-            if self._test_and_clear_young(proc, vpn):
-                lru.active[pfn] = vpn  # second chance
-                continue
-            slot = self.swap.get()
-            if slot is None:
-                lru.active[pfn] = vpn  # swap is full: activate_locked
+            if self._shrink_inactive_page(lru, pfn, vpn, pinned, result) == "full":
                 break
-            proc.mm.pt.ptes[vpn] = pt.make_pte(slot, pt.PTE_SWAP)
-            proc.mm.note_rss(-1)
-            result.swapped.append((slot, self.data.pop(pfn, None)))
-            result.frames.append(pfn)
-            self.swap_events["pswpout"] += 1
         return result
+
+    def shrink_memcg(
+        self,
+        group: str,
+        nr_to_reclaim: int,
+        priority: int,
+        swappiness: int,
+        pinned: dict[int, tuple[int, int]],
+    ) -> Reclaimed:
+        """shrink_zone of try_to_free_mem_cgroup_pages (2.6.25): the same
+        two lists, but only the pages charged to group
+        (mem_cgroup_isolate_pages walks the group's own LRU), in every zone.
+        Every page of a group is mapped anonymous memory, so
+        mem_cgroup_calc_mapped_ratio is 100: mapped pages are reclaimed
+        when 50 + distress + swappiness reaches 100."""
+        result = Reclaimed()
+        pages = self.memcg_lru.get(group)
+        if not pages or not self.swap.free:
+            return result
+        distress = 100 >> min(priority, DEF_PRIORITY)
+        reclaim_mapped = 50 + distress + swappiness >= 100
+        active: list[tuple[int, ZoneLru]] = []
+        inactive: list[tuple[int, ZoneLru]] = []
+        for pfn in pages:
+            lru = self._lru_of(pfn)
+            if pfn in lru.active:
+                active.append((pfn, lru))
+            elif pfn in lru.inactive:
+                inactive.append((pfn, lru))
+        scan = max(nr_to_reclaim, len(active) >> priority)
+        for pfn, lru in active[:scan]:
+            result.scanned += 1
+            if not self._shrink_active_page(lru, pfn, lru.active[pfn], reclaim_mapped, pinned):
+                del pages[pfn]  # rotated: the newest end of the group's list too
+                pages[pfn] = None
+            else:
+                inactive.append((pfn, lru))
+        budget = max(nr_to_reclaim, len(inactive) >> priority)
+        for pfn, lru in inactive[:budget]:
+            if len(result.frames) >= nr_to_reclaim:
+                break
+            vpn = lru.inactive.get(pfn)
+            if vpn is None:
+                continue
+            result.scanned += 1
+            outcome = self._shrink_inactive_page(lru, pfn, vpn, pinned, result)
+            if outcome == "activated" and pfn in pages:
+                del pages[pfn]
+                pages[pfn] = None
+            elif outcome == "full":
+                break
+        return result
+
+    def _shrink_active_page(
+        self,
+        lru: ZoneLru,
+        pfn: int,
+        vpn: int,
+        reclaim_mapped: bool,
+        pinned: dict[int, tuple[int, int]],
+    ) -> bool:
+        """shrink_active_list for one page: True if it went to the inactive
+        list, False if it was rotated to the newest end of the active one."""
+        del lru.active[pfn]
+        proc = None if pfn in self.sharers else self._mapper(pfn, vpn)
+        if (
+            proc is None
+            or self._pinned(proc.pid, vpn, pinned)
+            or not reclaim_mapped
+            or self._test_and_clear_young(proc, vpn)
+        ):
+            lru.active[pfn] = vpn  # rotate: the newest end of the list
+            return False
+        lru.inactive[pfn] = vpn
+        return True
+
+    def _shrink_inactive_page(
+        self,
+        lru: ZoneLru,
+        pfn: int,
+        vpn: int,
+        pinned: dict[int, tuple[int, int]],
+        result: Reclaimed,
+    ) -> str:
+        """shrink_page_list for one page: "skipped" (left where it is),
+        "activated" (referenced: a second chance), "full" (no swap slot:
+        activated, and reclaim stops) or "out" (swapped out, its frame and
+        its charge in result)."""
+        proc = None if pfn in self.sharers else self._mapper(pfn, vpn)
+        if proc is None or self._pinned(proc.pid, vpn, pinned):
+            return "skipped"
+        del lru.inactive[pfn]
+        if self._test_and_clear_young(proc, vpn):
+            lru.active[pfn] = vpn  # second chance
+            return "activated"
+        slot = self.swap.get()
+        if slot is None:
+            lru.active[pfn] = vpn  # swap is full: activate_locked
+            return "full"
+        proc.mm.pt.ptes[vpn] = pt.make_pte(slot, pt.PTE_SWAP)
+        proc.mm.note_rss(-1)
+        result.swapped.append((slot, self.data.pop(pfn, None)))
+        result.frames.append(pfn)
+        self._uncharge_frame(pfn, result.uncharged)  # the swap cache's page goes with it
+        self.swap_events["pswpout"] += 1
+        return "out"
 
     @staticmethod
     def _pinned(pid: int, vpn: int, pinned: dict[int, tuple[int, int]]) -> bool:
@@ -1246,6 +1360,44 @@ class Mmu:
                 f"{-OOM_SCORE_ADJ_MAX}..{OOM_SCORE_ADJ_MAX}"
             )
         proc.oom_adj, proc.oom_score_adj = oom_adj, oom_score_adj
+
+    # -- memory cgroups (2.6.25 mm/memcontrol.c) ---------------------------------------
+
+    def set_cgroup(self, proc: Process, name: str) -> None:
+        """mem_cgroup_move_task: the mm's group changes; the charges already
+        made stay with the group that made them (2.6.25 moves none). Whether
+        the group exists is the policy service's check."""
+        if not name:
+            raise InvalidRequest("memory cgroup name is empty (want /, /a or /a/b)")
+        if not valid_cgroup_name(name):
+            raise InvalidRequest(f"bad memory cgroup name {name!r}: want an absolute path /a/b")
+        proc.cgroup = name
+
+    def _charge_frame(self, pfn: int, group: str | None, *, lru: bool) -> None:
+        """page_cgroup's mem_cgroup: the frame is group's (lru: an anonymous
+        page on the group's LRU, which its reclaim scans)."""
+        if group is None:
+            return
+        self.memcg_charged[pfn] = group
+        if lru:
+            self.memcg_lru.setdefault(group, {})[pfn] = None
+
+    def _uncharge_frame(self, pfn: int, into: dict[str, int]) -> None:
+        """mem_cgroup_uncharge_page of a frame's last mapping: counted in
+        `into` for the service to tell the policy."""
+        group = self.memcg_charged.pop(pfn, None)
+        if group is None:
+            return
+        into[group] = into.get(group, 0) + 1
+        pages = self.memcg_lru.get(group)
+        if pages is not None:
+            pages.pop(pfn, None)
+            if not pages:
+                del self.memcg_lru[group]
+
+    def memcg_pages(self, group: str) -> int:
+        """Frames charged to group that are on its LRU (resident anonymous pages)."""
+        return len(self.memcg_lru.get(group, ()))
 
     def alive(self) -> list[Process]:
         return [p for p in self.processes.values() if p.alive]

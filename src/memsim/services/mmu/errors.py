@@ -29,3 +29,8 @@ class NoSuchSegment(MmuError):
 
 class NoMemory(MmuError):
     """No room in the address space, or no frames to be had (ENOMEM)."""
+
+
+class MachineHalted(MmuError):
+    """The OOM killer of a memory cgroup panicked the machine
+    (vm.panic_on_oom = 2): FAILED_PRECONDITION with the panic line."""

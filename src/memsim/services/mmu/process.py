@@ -17,6 +17,8 @@ OOM_DISABLE = -17
 OOM_ADJUST_MAX = 15
 OOM_SCORE_ADJ_MAX = 1000
 CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_IPC_LOCK")
+# The root memory cgroup: unlimited, and never charged (no call at all).
+ROOT_CGROUP = "/"
 
 
 @dataclass
@@ -62,6 +64,8 @@ class Process:
     children: list[int] = field(default_factory=list)
     oom_adj: int = 0
     oom_score_adj: int = 0
+    # The memory cgroup whose limit its faults are charged to (mm->mem_cgroup).
+    cgroup: str = ROOT_CGROUP
 
     @property
     def state(self) -> str:

@@ -19,6 +19,7 @@ from memsim.services.mmu.config import MmuConfig
 from memsim.services.mmu.core import Mmu
 from memsim.services.mmu.errors import (
     InvalidRequest,
+    MachineHalted,
     NoMemory,
     NoSuchProcess,
     NoSuchSegment,
@@ -26,6 +27,7 @@ from memsim.services.mmu.errors import (
     ProcessDead,
 )
 from memsim.services.mmu.metrics import MmuCollector
+from memsim.services.mmu.policy_port import GrpcPolicy
 from memsim.services.mmu.process import SIGSEGV, Process
 from memsim.services.mmu.service import AccessResult, MmuService
 from memsim.services.mmu.slab_port import GrpcSlab
@@ -46,6 +48,7 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     ProcessDead: grpc.StatusCode.FAILED_PRECONDITION,
     NoMemory: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    MachineHalted: grpc.StatusCode.FAILED_PRECONDITION,
 }
 translate = translate_errors(STATUS)
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -94,6 +97,7 @@ def process_info(mmu: Mmu, proc: Process) -> pb.ProcessInfo:
         oom_adj=proc.oom_adj,
         oom_score_adj=proc.oom_score_adj,
         committed_pages=mmu.committed_pages(proc),
+        cgroup=proc.cgroup,
         vmas=[
             pb.Vma(start=a.start << shift, end=a.end << shift, perms=a.perms, name=a.name)
             for a in vmas
@@ -261,6 +265,11 @@ class MmuServicer(mmu_pb2_grpc.MmuServicer):
         return process_info(self.mmu, proc)
 
     @translate
+    async def SetCgroup(self, request: pb.SetCgroupRequest, context: Context) -> pb.ProcessInfo:
+        proc = self.service.set_cgroup(request.pid, request.name)
+        return process_info(self.mmu, proc)
+
+    @translate
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.MmuStats:
         return mmu_stats(self.mmu)
 
@@ -365,7 +374,10 @@ def build_mmu_server(config: MmuConfig | None = None, zone: ZonePort | None = No
             follower = SysctlFollower(config.policy_address, built.gate, service.follow_sysctls)
             follower.start()
             channels.append(open_channel(config.policy_address))
-            await PolicyClient(channels[-1]).connect_task_source(address)
+            policy = PolicyClient(channels[-1])
+            # Memory cgroups: charges, uncharges and the group's OOM killer.
+            service.policy = GrpcPolicy(policy, page_size)
+            await policy.connect_task_source(address)
         if config.counters_refresh_ms:  # the commit check's counters, in the background
             tasks.append(
                 asyncio.create_task(

@@ -17,15 +17,25 @@ from typing import Concatenate, ParamSpec, TypeVar
 import structlog
 
 from memsim.policy.v1.policy_pb2 import WatchSysctlsResponse
-from memsim.services.mmu.core import AccessPlan, Mmu, Released, Segfault
-from memsim.services.mmu.errors import InvalidRequest, NoMemory, ProcessDead
+from memsim.services.mmu.core import (
+    DEF_PRIORITY,
+    MAX_ACCESS_BYTES,
+    AccessPlan,
+    Mmu,
+    Reclaimed,
+    Released,
+    Segfault,
+)
+from memsim.services.mmu.errors import InvalidRequest, MachineHalted, NoMemory, ProcessDead
 from memsim.services.mmu.frame_cache import FrameCache, sizes_for
 from memsim.services.mmu.kernel_objects import CACHES, KernelObjects
-from memsim.services.mmu.process import SIGSEGV, Process
+from memsim.services.mmu.policy_port import PolicyPort
+from memsim.services.mmu.process import ROOT_CGROUP, SIGSEGV, Process
 from memsim.services.mmu.slab_port import SlabPort
 from memsim.services.mmu.swapfile import SwapFile
 from memsim.services.mmu.vma import MAP_POPULATE, PROT_WRITE
 from memsim.services.mmu.zone_port import ZonePort
+from memsim.services.policy.memcg import MEM_CGROUP_RECLAIM_RETRIES
 from memsim.services.policy.sysctl import Sysctls
 from memsim.services.policy.watch import sysctl_values
 from memsim.services.zone.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL
@@ -35,6 +45,20 @@ log = structlog.get_logger("memsim.mmu")
 # Reads and writes travel in one gRPC message, whose limit is 4 MiB with the
 # envelope: 2 MiB of data leaves room.
 MAX_IO_BYTES = 1 << 21
+# Memory cgroups. A fault of a process outside the root group is charged a
+# batch at a time, at most this many pages (and at most half the group's
+# limit), so that the pages of its earlier batches can be reclaimed for the
+# later ones, as the kernel's page-at-a-time charge allows.
+MEMCG_BATCH_PAGES = 64
+# try_to_free_mem_cgroup_pages' sc.swap_cluster_max.
+SWAP_CLUSTER_MAX = 32
+# congestion_wait(WRITE, HZ/10) between reclaim retries that freed nothing,
+# shortened as the zone's is; after an OOM round that said wait, this long
+# before the charge is tried again; and at most this long in all for the
+# OOM rounds of one charge.
+MEMCG_CONGESTION_WAIT_S = 0.002
+MEMCG_OOM_RETRY_S = 0.005
+MEMCG_OOM_TIMEOUT_S = 10.0
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -84,6 +108,14 @@ class MmuService:
         self._pending_kill: dict[int, int] = {}
         # pid -> pages a fault in flight planned for: reclaim leaves them be.
         self._pinned: dict[int, tuple[int, int]] = {}
+        # The policy service for memory cgroups' charges and OOM killer;
+        # None: nothing is charged.
+        self.policy: PolicyPort | None = None
+        # Memory cgroup -> its limit in pages as the last charge reply said.
+        self._memcg_limits: dict[str, int] = {}
+        # Events of memory cgroups: charge refusals, pages reclaimed inside a
+        # group, OOM rounds asked for.
+        self.memcg_events = {"charge_failures": 0, "reclaimed": 0, "oom": 0}
 
     def _zone_of_pfn(self, pfn: int) -> tuple[int, str]:
         zone = self.mmu.layout.zone_of_pfn(pfn)
@@ -105,10 +137,13 @@ class MmuService:
     ) -> list[int]:
         """count frames from the CPU's list; if it has too few, what it has and
         the rest from the zone in one call, which also refills the list. proc:
-        whom they are for (the OOM killer's allocating task)."""
-
+        whom they are for (the OOM killer's allocating task); a process held
+        to some nodes (its cpuset) takes its frames from the zone, which keeps
+        to them, since the CPU's list holds frames of any node."""
         if not count:
             return []
+        if proc is not None and len(set(proc.nodes)) < self.mmu.profile.nodes:
+            return await self.zone.alloc(gfp_mask, count, cpu, pid=proc.pid, nodes=proc.nodes)
         frames = self.cache.take(gfp_mask, count, cpu)
         if frames is not None:
             return frames
@@ -144,7 +179,16 @@ class MmuService:
         await self._free(GFP_KERNEL, released.tables, cpu)
         for pfn, order in released.blocks:
             await self.zone.free_block(pfn, order, cpu)
+        await self._uncharge(released.uncharged)
         return len(pages) + sum(1 << order for _, order in released.blocks)
+
+    async def _uncharge(self, uncharged: dict[str, int]) -> None:
+        """mem_cgroup_uncharge_page for the pages that left each group."""
+        if self.policy is None:
+            return
+        for group, pages in uncharged.items():
+            if pages:
+                await self.policy.uncharge(group, pages)
 
     async def reclaim(
         self, node: int, zone: str, nr_to_reclaim: int, priority: int
@@ -158,17 +202,114 @@ class MmuService:
         result = self.mmu.shrink_zone(
             (node, zone), nr_to_reclaim, priority, self.swappiness, self._pinned
         )
-        if result.swapped:
-            assert self.swapfile is not None
-            for slot, data in result.swapped:  # pageout, before the frames go
-                self.swapfile.write(slot, data)
-        await self.zone.free(result.frames, 0, cold=True)  # as __pagevec_free does
+        await self._page_out(result)
         # Frames held for faults to come are the cheapest to give.
         held = self.cache.drain(keep=lambda pfn: self._zone_of_pfn(pfn) != (node, zone))
         await self.zone.free(held, 0, cold=True)
         lru = self.mmu.lru.get((node, zone))
         left = len(lru.active) + len(lru.inactive) if lru is not None else 0
         return result.scanned, len(result.frames) + len(held), left
+
+    async def _page_out(self, result: Reclaimed) -> None:
+        """What reclaim swapped out: the bytes to the swap file before the
+        frames go back to the zone, and the pages out of their groups."""
+        if result.swapped:
+            assert self.swapfile is not None
+            for slot, data in result.swapped:  # pageout, before the frames go
+                self.swapfile.write(slot, data)
+        await self.zone.free(result.frames, 0, cold=True)  # as __pagevec_free does
+        await self._uncharge(result.uncharged)
+
+    # -- memory cgroups (2.6.25 mm/memcontrol.c) ---------------------------------------------
+
+    def set_cgroup(self, pid: int, name: str) -> Process:
+        """Moves a live process into a memory cgroup (cgroup_attach_task's
+        mem_cgroup_move_task): its faults charge the new group from now on;
+        what it charged before stays charged where it was."""
+        proc = self.mmu.process(pid)
+        self.mmu.set_cgroup(proc, name)
+        return proc
+
+    async def reclaim_memcg(self, group: str, pages: int) -> int:
+        """try_to_free_mem_cgroup_pages: the group's own pages swapped out,
+        priority by priority from DEF_PRIORITY, until `pages` are free; the
+        pages freed."""
+        freed = 0
+        for priority in range(DEF_PRIORITY, -1, -1):
+            result = self.mmu.shrink_memcg(
+                group, pages - freed, priority, self.swappiness, self._pinned
+            )
+            await self._page_out(result)
+            freed += len(result.frames)
+            if freed >= pages or not self.mmu.memcg_pages(group):
+                break
+        self.memcg_events["reclaimed"] += freed
+        return freed
+
+    def _memcg_batch(self, group: str) -> int:
+        limit = self._memcg_limits.get(group)
+        if limit is None:
+            return MEMCG_BATCH_PAGES
+        return max(1, min(MEMCG_BATCH_PAGES, limit // 2))
+
+    def _check_not_killed(self, proc: Process) -> None:
+        """The OOM killer chose the process whose charge it was called for:
+        its kill waits for this call to end, which must end now."""
+        if proc.pid in self._pending_kill:
+            raise NoMemory(f"process {proc.pid} was killed while it charged its memory cgroup")
+
+    async def _charge_memcg(self, proc: Process, pages: int) -> str | None:
+        """mem_cgroup_charge_common for a batch of pages: the group charged
+        (None: nothing was, the root group is never charged). Over the
+        limit, the group's own pages are reclaimed and the charge retried;
+        after MEM_CGROUP_RECLAIM_RETRIES rounds of reclaim that freed
+        nothing, mem_cgroup_out_of_memory. A kill (or a wait) retries the
+        charge, within MEMCG_OOM_TIMEOUT_S; a panic fails it (the machine is
+        halted); a give-up fails it with ENOMEM."""
+        group = proc.cgroup
+        if self.policy is None or group == ROOT_CGROUP or pages <= 0:
+            return None
+        loop = asyncio.get_running_loop()
+        until = loop.time() + MEMCG_OOM_TIMEOUT_S
+        retries = MEM_CGROUP_RECLAIM_RETRIES
+        while True:
+            self._check_not_killed(proc)
+            charge = await self.policy.charge(group, pages)
+            if charge.gone:  # the policy no longer knows it: back in the root group
+                log.warning("memcg_gone", pid=proc.pid, cgroup=group)
+                if proc.cgroup == group:
+                    proc.cgroup = ROOT_CGROUP
+                self._memcg_limits.pop(group, None)
+                return None
+            self._memcg_limits[group] = charge.limit_pages
+            if charge.ok:
+                return group
+            self.memcg_events["charge_failures"] += 1
+            self._check_not_killed(proc)
+            want = max(SWAP_CLUSTER_MAX, pages - charge.room_pages)
+            if await self.reclaim_memcg(group, want):
+                continue
+            if retries:
+                retries -= 1
+                await asyncio.sleep(MEMCG_CONGESTION_WAIT_S)
+                continue
+            self.memcg_events["oom"] += 1
+            verdict = await self.policy.out_of_memory(GFP_KERNEL, proc.pid, group)
+            if verdict.decision == "panic":
+                raise MachineHalted(verdict.message)
+            self._check_not_killed(proc)
+            if verdict.decision not in ("killed", "wait"):
+                raise NoMemory(
+                    f"memory cgroup {group} is at its limit ({charge.limit_pages} pages) "
+                    f"and nothing in it can be reclaimed or killed: {verdict.message}"
+                )
+            if loop.time() >= until:
+                raise NoMemory(
+                    f"memory cgroup {group} is still at its limit "
+                    f"({charge.limit_pages} pages) after {MEMCG_OOM_TIMEOUT_S:g} s of OOM kills"
+                )
+            if verdict.decision == "wait":
+                await asyncio.sleep(MEMCG_OOM_RETRY_S)
 
     # -- commit accounting ---------------------------------------------------------------
 
@@ -329,7 +470,9 @@ class MmuService:
         order = self.mmu.nommu_order(flags, length)
         cpu = self.cpu_of(proc)
         try:
-            pfn = await self.zone.alloc_block(GFP_KERNEL, order, cpu, pid=proc.pid)
+            pfn = await self.zone.alloc_block(
+                GFP_KERNEL, order, cpu, pid=proc.pid, nodes=proc.nodes
+            )
         except NoMemory as exc:
             free = await self.zone.free_pages()
             why = (
@@ -397,6 +540,50 @@ class MmuService:
         async with self._locked(pid):
             return await self._access(self.mmu.process(pid, token), addr, length, write)
 
+    async def _access(
+        self,
+        proc: Process,
+        addr: int,
+        length: int,
+        write: bool,
+        payload: bytes | None = None,
+        read: bool = False,
+    ) -> AccessResult:
+        """A fault over a range; for a process in a memory cgroup, a batch of
+        at most _memcg_batch pages at a time, each charged before its frames
+        are taken."""
+        if (
+            self.policy is None
+            or proc.cgroup == ROOT_CGROUP
+            or self.mmu.nommu
+            or not 0 < length <= MAX_ACCESS_BYTES
+        ):
+            return await self._access_batch(proc, addr, length, write, payload, read)
+        total = AccessResult()
+        data: list[bytes] = []
+        end = addr + length
+        at = addr
+        while at < end:
+            step = self._memcg_batch(proc.cgroup) << self.mmu.page_shift
+            upto = min(end, (at // step + 1) * step)
+            part = await self._access_batch(
+                proc,
+                at,
+                upto - at,
+                write,
+                payload[at - addr : upto - addr] if payload is not None else None,
+                read,
+            )
+            total.minor_faults += part.minor_faults
+            total.major_faults += part.major_faults
+            data.append(part.data)
+            if part.segfault is not None:
+                total.segfault = part.segfault
+                break
+            at = upto
+        total.data = b"".join(data)
+        return total
+
     @syncs_objects
     async def write(self, pid: int, token: str, addr: int, payload: bytes) -> AccessResult:
         if not payload:
@@ -415,7 +602,7 @@ class MmuService:
             proc = self.mmu.process(pid, token)
             return await self._access(proc, addr, length, False, read=True)
 
-    async def _access(
+    async def _access_batch(
         self,
         proc: Process,
         addr: int,
@@ -434,11 +621,19 @@ class MmuService:
         shift = self.mmu.page_shift
         self._pinned[proc.pid] = (addr >> shift, ((addr + length - 1) >> shift) + 1)
         try:
-            tables = await self._frames(GFP_KERNEL, len(plan.tables), cpu, proc)
+            # mem_cgroup_charge before the pages are taken; page tables are
+            # the kernel's, not charged.
+            memcg = await self._charge_memcg(proc, plan.frames_needed)
             try:
-                frames = await self._frames(GFP_HIGHUSER_MOVABLE, plan.frames_needed, cpu, proc)
+                tables = await self._frames(GFP_KERNEL, len(plan.tables), cpu, proc)
+                try:
+                    frames = await self._frames(GFP_HIGHUSER_MOVABLE, plan.frames_needed, cpu, proc)
+                except BaseException:
+                    await self._free(GFP_KERNEL, tables, cpu)
+                    raise
             except BaseException:
-                await self._free(GFP_KERNEL, tables, cpu)
+                if memcg is not None:
+                    await self._uncharge({memcg: plan.frames_needed})
                 raise
         finally:
             del self._pinned[proc.pid]
@@ -448,7 +643,7 @@ class MmuService:
                 vpn: self.swapfile.read(slot)
                 for vpn, slot in plan.swap_slots(proc.mm.pt.ptes).items()
             }
-        released = self.mmu.apply_access(proc, plan, frames, tables, swapped_in)
+        released = self.mmu.apply_access(proc, plan, frames, tables, swapped_in, memcg)
         # No await until the bytes are copied: reclaim could take the pages.
         minor, major = plan.faults
         result = AccessResult(minor_faults=minor, major_faults=major)

@@ -35,8 +35,11 @@ class ZonePort(Protocol):
         """cold: to the cold end of the CPU's lists, as reclaimed pages go."""
         ...
 
-    async def alloc_block(self, gfp_mask: int, order: int, cpu: int, *, pid: int = 0) -> int:
-        """One physically contiguous block of 2^order pages (no-MMU mmap) for pid."""
+    async def alloc_block(
+        self, gfp_mask: int, order: int, cpu: int, *, pid: int = 0, nodes: Sequence[int] = ()
+    ) -> int:
+        """One physically contiguous block of 2^order pages (no-MMU mmap) for
+        pid, on its nodes."""
         ...
 
     async def free_block(self, pfn: int, order: int, cpu: int) -> None: ...
@@ -86,9 +89,11 @@ class GrpcZone:
         if blocks:
             await self.client.free(blocks, cpu, cold)
 
-    async def alloc_block(self, gfp_mask: int, order: int, cpu: int, *, pid: int = 0) -> int:
+    async def alloc_block(
+        self, gfp_mask: int, order: int, cpu: int, *, pid: int = 0, nodes: Sequence[int] = ()
+    ) -> int:
         try:
-            ((pfn, _),) = await self.client.alloc(gfp_mask, order, 1, cpu, pid=pid)
+            ((pfn, _),) = await self.client.alloc(gfp_mask, order, 1, cpu, pid=pid, nodes=nodes)
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise NoMemory(str(exc.details())) from None
@@ -142,9 +147,13 @@ class LocalZone:
         if blocks:
             await self.allocator.free_pages(blocks, cpu, cold)
 
-    async def alloc_block(self, gfp_mask: int, order: int, cpu: int, *, pid: int = 0) -> int:
+    async def alloc_block(
+        self, gfp_mask: int, order: int, cpu: int, *, pid: int = 0, nodes: Sequence[int] = ()
+    ) -> int:
         try:
-            (allocation,) = await self.allocator.alloc_pages(gfp_mask, order, 1, cpu, pid=pid)
+            (allocation,) = await self.allocator.alloc_pages(
+                gfp_mask, order, 1, cpu, pid=pid, nodes=tuple(nodes)
+            )
         except OutOfMemory as exc:
             raise NoMemory(str(exc)) from None
         return allocation.pfns[0]

@@ -55,7 +55,8 @@ class MachineFacts:
 @dataclass(frozen=True)
 class PolicyConfig:
     profile: MachineProfile
-    mmu_address: str
+    # None: unknown until the MMU says where it is (ConnectTaskSource).
+    mmu_address: str | None
     # The admin credential: root's calls (sysctl -w, reboot, cgroups) carry
     # it. None: no token is accepted (unless allow_empty_admin_token).
     admin_token: str | None
@@ -106,7 +107,7 @@ class PolicyConfig:
             raise ConfigError(f"MEMSIM_HZ={hz_text!r} is not a number")
         return cls(
             profile=mmu.profile,
-            mmu_address=peer_address("mmu", env),
+            mmu_address=peer_address("mmu", env) if env.get("MEMSIM_MMU_ADDR") else None,
             admin_token=token,
             hz=int(hz_text),
             swap_bytes=mmu.swap_bytes,

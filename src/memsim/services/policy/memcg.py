@@ -10,6 +10,7 @@ CONSTRAINT_MEMCG. Groups are named by path ("/", "/batch", "/batch/a");
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from memsim.services.policy.errors import (
@@ -142,13 +143,29 @@ class MemCgroups:
         return group.limit_bytes
 
     def attach(self, pid: int, name: str) -> None:
-        """Moves pid into the group; its charges stay where they were made."""
+        """Moves pid into the group; its charges stay where they were made.
+        The root group does not list its tasks (see sync_members)."""
         group = self.get(name)
-        old = self.task_group.get(pid)
+        old = self.task_group.pop(pid, None)
         if old is not None:
             self.groups[old].tasks.discard(pid)
-        group.tasks.add(pid)
-        self.task_group[pid] = name
+        if name != ROOT:
+            group.tasks.add(pid)
+            self.task_group[pid] = name
+
+    def sync_members(self, members: Mapping[int, str]) -> None:
+        """The membership as the MMU, which keeps it, reported it (pid ->
+        group of every live task): forked children join their parent's
+        group, the dead leave. Tasks of the root group are not listed (nor
+        are those of a group this service no longer knows: it was
+        rebooted)."""
+        self.task_group = {
+            pid: name for pid, name in members.items() if name != ROOT and name in self.groups
+        }
+        for group in self.groups.values():
+            group.tasks = set()
+        for pid, name in self.task_group.items():
+            self.groups[name].tasks.add(pid)
 
     def detach(self, pid: int) -> None:
         """The task exited."""

@@ -42,6 +42,8 @@ def task_from_info(info: mmu_pb.ProcessInfo, hz: int = HZ) -> Task | None:
         oom_score_adj=info.oom_score_adj,
         ppid=info.ppid,
         has_mm=True,
+        # The MMU keeps each process's group: a forked child is in its parent's.
+        memcg=info.cgroup or "/",
     )
 
 
@@ -91,6 +93,12 @@ class MmuTasks:
             await self.client.set_oom_adj(pid, oom_adj, oom_score_adj)
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc, f"to store pid {pid}'s oom_adj") from None
+
+    async def set_cgroup(self, pid: int, name: str) -> None:
+        try:
+            await self.client.set_cgroup(pid, name)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, f"to move pid {pid} into memory cgroup {name}") from None
 
     async def check_caller(self, pid: int, token: str) -> None:
         # The MMU has no call that only checks a token; brk(0) checks it and

@@ -1,6 +1,6 @@
 """What the policy service needs from the process owner (the MMU): the task
-list, a kill, and oom_adj storage. One port, two adapters: the MMU over gRPC
-(mmu_port.MmuTasks) and in-memory fakes in tests.
+list, a kill, oom_adj storage and memory cgroup membership. One port, two
+adapters: the MMU over gRPC (mmu_port.MmuTasks) and in-memory fakes in tests.
 
 Adapters raise the policy's own errors: NoSuchTask for a pid that is unknown
 or dead, NotPermitted for a wrong token, PeerUnavailable when the MMU cannot
@@ -46,6 +46,12 @@ class TaskSource(Protocol):
 
     async def set_oom_adj(self, pid: int, oom_adj: int, oom_score_adj: int) -> None: ...
 
+    async def set_cgroup(self, pid: int, name: str) -> None:
+        """Moves a live process into a memory cgroup (the MMU keeps each
+        process's group; its children inherit it). NoSuchTask if pid is
+        unknown or dead; BadValue for a bad name."""
+        ...
+
     async def check_caller(self, pid: int, token: str) -> None:
         """NotPermitted unless token is pid's (a process proves who it is)."""
         ...
@@ -64,6 +70,9 @@ class Unconnected:
         raise PeerUnavailable("the MMU is not connected yet")
 
     async def set_oom_adj(self, pid: int, oom_adj: int, oom_score_adj: int) -> None:
+        raise PeerUnavailable("the MMU is not connected yet")
+
+    async def set_cgroup(self, pid: int, name: str) -> None:
         raise PeerUnavailable("the MMU is not connected yet")
 
     async def check_caller(self, pid: int, token: str) -> None:

@@ -406,7 +406,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServicer):
     async def RemoveCgroup(
         self, request: pb.RemoveCgroupRequest, context: Context
     ) -> pb.RemoveCgroupResponse:
-        self.service.remove_cgroup(request.name, request.admin_token)
+        await self.service.remove_cgroup(request.name, request.admin_token)
         return pb.RemoveCgroupResponse()
 
     @translate
@@ -429,7 +429,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServicer):
         self, request: pb.GetCgroupsRequest, context: Context
     ) -> pb.GetCgroupsResponse:
         return pb.GetCgroupsResponse(
-            cgroups=[cgroup_message(g) for g in self.service.cgroups(request.name)]
+            cgroups=[cgroup_message(g) for g in await self.service.cgroups(request.name)]
         )
 
     @translate
@@ -546,7 +546,9 @@ def policy_service(config: PolicyConfig | None = None, tasks: TaskSource | None 
     servicer = PolicyServicer(service, link)
 
     async def on_start(address: str) -> None:
-        if tasks is None:  # a channel belongs to the loop the server runs on
+        # A channel belongs to the loop the server runs on. With no address
+        # the MMU tells where it is when it starts (ConnectTaskSource).
+        if tasks is None and config.mmu_address is not None:
             link.connect(config.mmu_address)
 
     def add(server: grpc.aio.Server) -> None:

@@ -394,10 +394,11 @@ class PolicyService:
             raise BadValue("memcg names the group of a CONSTRAINT_MEMORY_CGROUP OOM only")
 
     def _table(self, tasks: Iterable[Task]) -> TaskTable:
-        """The snapshot with each task's memory cgroup, which this service owns."""
-        groups = self.policy.cgroups.task_group
-        if groups:
-            tasks = [replace(t, memcg=groups[t.pid]) if t.pid in groups else t for t in tasks]
+        """The snapshot as a table. Each task's memory cgroup is the MMU's
+        (which keeps membership, so that a forked child is in its parent's
+        group); this service's list of each group's tasks follows it."""
+        tasks = list(tasks)
+        self.policy.cgroups.sync_members({t.pid: t.memcg for t in tasks})
         return TaskTable(tasks)
 
     def _mark_dying(self, tasks: list[Task]) -> list[Task]:
@@ -629,10 +630,24 @@ class PolicyService:
         self._require_admin(admin_token, f"mkdir {name}")
         return self.policy.cgroups.create(name, None if limit_bytes is None else str(limit_bytes))
 
-    def remove_cgroup(self, name: str, admin_token: str) -> None:
+    async def remove_cgroup(self, name: str, admin_token: str) -> None:
+        """rmdir: EBUSY while a live process is in the group (as the MMU
+        says, children included) or pages are charged to it."""
         self.policy.check_running()
         self._require_admin(admin_token, f"rmdir {name}")
+        self.policy.cgroups.get(name)
+        await self._refresh_members()
+        self.policy.check_running()
         self.policy.cgroups.remove(name)
+
+    async def _refresh_members(self) -> None:
+        """Each group's tasks from the MMU's task list; if the MMU cannot
+        answer, the list as last seen (and as attach left it)."""
+        try:
+            snapshot = await self.tasks.tasks()
+        except PeerUnavailable:
+            return
+        self.policy.cgroups.sync_members({t.pid: t.memcg for t in snapshot.tasks})
 
     def set_cgroup_limit(self, name: str, limit_bytes: int | None, admin_token: str) -> MemCgroup:
         self.policy.check_running()
@@ -641,17 +656,25 @@ class PolicyService:
         return self.policy.cgroups.get(name)
 
     async def attach_to_cgroup(self, name: str, pid: int, admin_token: str) -> MemCgroup:
+        """echo PID > NAME/tasks: the MMU, which keeps each process's group,
+        moves it (NoSuchTask for a pid that is not alive). As in 2.6.25 its
+        pages stay charged to the group that charged them; its faults from
+        now on charge this one."""
         self.policy.check_running()
         self._require_admin(admin_token, f"{name}/tasks")
         _check_pid(pid)
         self.policy.cgroups.get(name)
-        await self.tasks.process(pid)  # NoSuchTask for a pid that is not alive
-        self.policy.check_running()
+        await self.tasks.set_cgroup(pid, name)
         self.policy.cgroups.attach(pid, name)
         return self.policy.cgroups.get(name)
 
-    def cgroups(self, name: str = "") -> list[MemCgroup]:
+    async def cgroups(self, name: str = "") -> list[MemCgroup]:
+        """Every group, or the one named, with their tasks as the MMU has
+        them now (a forked child is in its parent's group, the dead in none)."""
         groups = self.policy.cgroups
+        if name:
+            groups.get(name)
+        await self._refresh_members()
         if name:
             return [groups.get(name)]
         return [groups.groups[n] for n in sorted(groups.groups)]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from memsim.services.zone import gfp as g
 from memsim.services.zone import watermarks as wm
+from memsim.services.zone.cpuset import EVERY_NODE, MemsAllowed
 from memsim.services.zone.errors import BadFree, Halted, InvalidRequest, NotFound, OutOfMemory
 from memsim.services.zone.machine import DEF_PRIORITY, Machine, Zone
 from memsim.services.zone.ports import BuddyPort, OomPort, ReclaimerPort
@@ -114,15 +115,17 @@ class ZoneAllocator:
         deadline_s: float | None = None,
         extra: int = 0,
         pid: int = 0,
-        nodes: tuple[int, ...] = (),
+        nodes: Iterable[int] = (),
     ) -> list[Allocation]:
         """count blocks of 2^order pages; a bulk returns fewer if memory runs out
         after the first block, and OutOfMemory if not even one can be had.
         extra: up to that many more order-0 pages, only if the bulk fast path
         can serve them with the count (a caller's per-CPU list refill).
-        pid and nodes: the process the pages are for and its nodes, for the
-        OOM killer."""
+        pid: the process the pages are for (the OOM killer's allocating task).
+        nodes: its cpuset's nodes (empty: every node): the zones of other
+        nodes are skipped as cpuset_zone_allowed skips them."""
         self._check(gfp_mask, order, count, cpu, extra)
+        cpuset = MemsAllowed.of(nodes, self.machine.profile.nodes)
         self._check_not_killed(pid)
         node = self.machine.profile.cpu_node(cpu)
         highest = g.gfp_zone(gfp_mask, self.machine.zone_types)
@@ -138,9 +141,9 @@ class ZoneAllocator:
         if order == 0 and count + extra > 1:
             fast = None
             if extra:
-                fast = await self._alloc_bulk_fast(gfp_mask, cpu, zonelist, count + extra)
+                fast = await self._alloc_bulk_fast(gfp_mask, cpu, zonelist, count + extra, cpuset)
             if fast is None and count > 1:
-                fast = await self._alloc_bulk_fast(gfp_mask, cpu, zonelist, count)
+                fast = await self._alloc_bulk_fast(gfp_mask, cpu, zonelist, count, cpuset)
             if fast is not None:
                 by_zone[fast.zone.name + str(fast.zone.node)] = fast
                 done = len(fast.pfns)
@@ -148,24 +151,40 @@ class ZoneAllocator:
             try:
                 # A bulk that got some blocks is not a failure: only the first warns.
                 mask = gfp_mask if i == 0 else gfp_mask | g.NOWARN
-                zone, pfn = await self._alloc_one(mask, order, cpu, zonelist, until, pid, nodes)
+                zone, pfn = await self._alloc_one(mask, order, cpu, zonelist, until, pid, cpuset)
             except OutOfMemory:
                 if i == 0:
                     raise
                 break
+            except (Exception, asyncio.CancelledError):
+                # A panic mid-bulk, a killer that could not be asked, a caller
+                # gone: the blocks taken so far go back, so that the failed
+                # call leaves the zones as they were.
+                taken = [(pfn, a.order) for a in by_zone.values() for pfn in a.pfns]
+                if taken:
+                    await self.free_pages(taken, cpu)
+                raise
             allocation = by_zone.setdefault(zone.name + str(zone.node), Allocation(zone, order))
             allocation.pfns.append(pfn)
         return list(by_zone.values())
 
     async def _alloc_bulk_fast(
-        self, gfp_mask: int, cpu: int, zonelist: list[Zone], count: int
+        self,
+        gfp_mask: int,
+        cpu: int,
+        zonelist: list[Zone],
+        count: int,
+        cpuset: MemsAllowed = EVERY_NODE,
     ) -> Allocation | None:
         """alloc_pages_bulk's fast path (of later kernels): the first zone that
         stays above its low watermark with all count pages gone serves them,
         from the CPU's list and then in one bulk call to buddy instead of a
-        refill every batch pages. Anything short goes the slow way."""
+        refill every batch pages. Anything short goes the slow way. Like the
+        first pass of __alloc_pages it keeps to the cpuset's own nodes."""
         classzone_idx = zonelist[0].type_idx
         for zone in zonelist:
+            if not cpuset.softwall(zone, gfp_mask | g.HARDWALL):
+                continue
             reserve = zone.lowmem_reserve[classzone_idx]
             if not wm.zone_watermark_ok(zone.free_pages, [], 0, zone.marks.low + count, reserve, 0):
                 continue
@@ -189,67 +208,93 @@ class ZoneAllocator:
         zonelist: list[Zone],
         until: float,
         pid: int = 0,
-        nodes: tuple[int, ...] = (),
+        cpuset: MemsAllowed = EVERY_NODE,
     ) -> tuple[Zone, int]:
-        """__alloc_pages of 2.6.24."""
-        got = await self._get_page_from_freelist(gfp_mask, order, cpu, zonelist, wm.ALLOC_WMARK_LOW)
-        if got:
-            return got
-        for zone in zonelist:
-            self.wakeup_kswapd(zone, order)
-        wait = bool(gfp_mask & g.WAIT)
-        alloc_flags = wm.ALLOC_WMARK_MIN
-        if not wait:
-            alloc_flags |= wm.ALLOC_HARDER
-        if gfp_mask & g.HIGH:
-            alloc_flags |= wm.ALLOC_HIGH
-        got = await self._get_page_from_freelist(gfp_mask, order, cpu, zonelist, alloc_flags)
-        if got:
-            return got
+        """__alloc_pages of 2.6.24, its cpuset checks included: the first
+        pass and the last one before the OOM killer are hardwall (the
+        cpuset's nodes only); the others softwall, and an atomic allocation's
+        second pass ignores the cpuset."""
         loop = asyncio.get_running_loop()
+        wait = bool(gfp_mask & g.WAIT)
         retries = 0
-        while wait:  # atomic allocations cannot reclaim
-            self.machine.events.count("allocstall")
-            progress = await self._try_to_free_pages(zonelist, order, gfp_mask)
-            if order:
-                await self.drain_all_pages()
-            if progress:
-                got = await self._get_page_from_freelist(
-                    gfp_mask, order, cpu, zonelist, alloc_flags
-                )
-                if got:
-                    return got
-            elif gfp_mask & g.FS and not gfp_mask & g.NORETRY:
-                # Last look with a very high watermark before the OOM killer.
-                got = await self._get_page_from_freelist(
-                    gfp_mask, order, cpu, zonelist, wm.ALLOC_WMARK_HIGH
-                )
-                if got:
-                    return got
-                # The OOM killer will not help higher order allocs so fail.
-                if self.oom is not None and order <= g.PAGE_ALLOC_COSTLY_ORDER:
-                    if not await self._out_of_memory(gfp_mask, order, pid, nodes):
-                        break
-                    if loop.time() >= until:
-                        break
-                    # goto restart: the victim's pages are on their way back.
-                    await asyncio.sleep(OOM_RETRY_S)
-                    continue
-                if not gfp_mask & g.NOFAIL:
-                    break
-            do_retry = (
-                not gfp_mask & g.NORETRY
-                and (order <= g.PAGE_ALLOC_COSTLY_ORDER or bool(gfp_mask & g.REPEAT))
-            ) or bool(gfp_mask & g.NOFAIL)
-            retries += 1
-            out_of_time = loop.time() >= until
-            if (
-                not do_retry
-                or out_of_time
-                or (retries >= MAX_RECLAIM_RETRIES and not gfp_mask & g.NOFAIL)
-            ):
+        while True:  # restart:
+            got = await self._get_page_from_freelist(
+                gfp_mask | g.HARDWALL,
+                order,
+                cpu,
+                zonelist,
+                wm.ALLOC_WMARK_LOW | wm.ALLOC_CPUSET,
+                cpuset,
+            )
+            if got:
+                return got
+            for zone in zonelist:
+                if cpuset.hardwall(zone):
+                    self.wakeup_kswapd(zone, order)
+            alloc_flags = wm.ALLOC_WMARK_MIN
+            if not wait:
+                alloc_flags |= wm.ALLOC_HARDER
+            if gfp_mask & g.HIGH:
+                alloc_flags |= wm.ALLOC_HIGH
+            if wait:
+                alloc_flags |= wm.ALLOC_CPUSET
+            got = await self._get_page_from_freelist(
+                gfp_mask, order, cpu, zonelist, alloc_flags, cpuset
+            )
+            if got:
+                return got
+            if not wait:  # atomic allocations cannot reclaim
                 break
-            await asyncio.sleep(CONGESTION_WAIT_S)
+            # rebalance: reclaim until it frees something that serves us, or
+            # the OOM killer frees something (then goto restart).
+            restart = False
+            while True:
+                self.machine.events.count("allocstall")
+                progress = await self._try_to_free_pages(zonelist, order, gfp_mask, cpuset)
+                if order:
+                    await self.drain_all_pages()
+                if progress:
+                    got = await self._get_page_from_freelist(
+                        gfp_mask, order, cpu, zonelist, alloc_flags, cpuset
+                    )
+                    if got:
+                        return got
+                elif gfp_mask & g.FS and not gfp_mask & g.NORETRY:
+                    # Last look with a very high watermark before the OOM killer.
+                    got = await self._get_page_from_freelist(
+                        gfp_mask | g.HARDWALL,
+                        order,
+                        cpu,
+                        zonelist,
+                        wm.ALLOC_WMARK_HIGH | wm.ALLOC_CPUSET,
+                        cpuset,
+                    )
+                    if got:
+                        return got
+                    # The OOM killer will not help higher order allocs so fail.
+                    if self.oom is not None and order <= g.PAGE_ALLOC_COSTLY_ORDER:
+                        oom_nodes = cpuset.constrains(zonelist, gfp_mask)
+                        restart = await self._out_of_memory(gfp_mask, order, pid, oom_nodes)
+                        break
+                    if not gfp_mask & g.NOFAIL:
+                        break
+                do_retry = (
+                    not gfp_mask & g.NORETRY
+                    and (order <= g.PAGE_ALLOC_COSTLY_ORDER or bool(gfp_mask & g.REPEAT))
+                ) or bool(gfp_mask & g.NOFAIL)
+                retries += 1
+                out_of_time = loop.time() >= until
+                if (
+                    not do_retry
+                    or out_of_time
+                    or (retries >= MAX_RECLAIM_RETRIES and not gfp_mask & g.NOFAIL)
+                ):
+                    break
+                await asyncio.sleep(CONGESTION_WAIT_S)
+            if not restart or loop.time() >= until:
+                break
+            # goto restart: the victim's pages are on their way back.
+            await asyncio.sleep(OOM_RETRY_S)
         self._warn_failure(gfp_mask, order)
         raise OutOfMemory(
             f"page allocation failure. order:{order}, mode:{gfp_mask:#x} "
@@ -284,10 +329,18 @@ class ZoneAllocator:
             )
 
     async def _get_page_from_freelist(
-        self, gfp_mask: int, order: int, cpu: int, zonelist: list[Zone], alloc_flags: int
+        self,
+        gfp_mask: int,
+        order: int,
+        cpu: int,
+        zonelist: list[Zone],
+        alloc_flags: int,
+        cpuset: MemsAllowed = EVERY_NODE,
     ) -> tuple[Zone, int] | None:
         classzone_idx = zonelist[0].type_idx
         for zone in zonelist:
+            if alloc_flags & wm.ALLOC_CPUSET and not cpuset.softwall(zone, gfp_mask):
+                continue
             if not alloc_flags & wm.ALLOC_NO_WATERMARKS:
                 mark = (
                     zone.marks.min
@@ -455,12 +508,20 @@ class ZoneAllocator:
                 events.count("kswapd_steal", got)
         return reclaimed
 
-    async def _try_to_free_pages(self, zonelist: list[Zone], order: int, gfp_mask: int) -> int:
-        """Direct reclaim: SWAP_CLUSTER_MAX pages from each zone of the zonelist,
-        trying harder (lower priority) until something comes back."""
+    async def _try_to_free_pages(
+        self,
+        zonelist: list[Zone],
+        order: int,
+        gfp_mask: int,
+        cpuset: MemsAllowed = EVERY_NODE,
+    ) -> int:
+        """Direct reclaim: SWAP_CLUSTER_MAX pages from each zone of the zonelist
+        that the cpuset allows (shrink_zones: hardwall), trying harder (lower
+        priority) until something comes back."""
+        zones = [zone for zone in zonelist if cpuset.hardwall(zone)]
         for priority in range(DEF_PRIORITY, -1, -1):
             reclaimed = 0
-            for zone in zonelist:
+            for zone in zones:
                 if zone.all_unreclaimable and priority != DEF_PRIORITY:
                     continue  # let kswapd poll it
                 reclaimed += await self._shrink_zone(

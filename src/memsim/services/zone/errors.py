@@ -25,3 +25,8 @@ class NotFound(ZoneError):
 
 class Halted(ZoneError):
     """The OOM killer panicked the machine (FAILED_PRECONDITION)."""
+
+
+class KillerUnavailable(ZoneError):
+    """The OOM killer (the policy service) could not be asked (UNAVAILABLE):
+    the allocation fails, nothing is allocated."""

@@ -42,6 +42,7 @@ GFP_MOVABLE_MASK = __GFP_RECLAIMABLE | __GFP_MOVABLE
 # class body, "__GFP_WAIT" would be read as "_ClassName__GFP_WAIT".
 WAIT, HIGH, FS, COLD, NOWARN = __GFP_WAIT, __GFP_HIGH, __GFP_FS, __GFP_COLD, __GFP_NOWARN
 REPEAT, NOFAIL, NORETRY, THISNODE = __GFP_REPEAT, __GFP_NOFAIL, __GFP_NORETRY, __GFP_THISNODE
+HARDWALL = __GFP_HARDWALL
 # Allocations of more than 2^3 pages are "costly": they do not loop (2.6.24).
 PAGE_ALLOC_COSTLY_ORDER = 3
 

@@ -18,7 +18,14 @@ from memsim.services.policy.client import PolicyClient
 from memsim.services.policy.watch import SysctlFollower, sysctl_values
 from memsim.services.zone.allocator import ZoneAllocator
 from memsim.services.zone.config import ZoneConfig
-from memsim.services.zone.errors import BadFree, Halted, InvalidRequest, NotFound, OutOfMemory
+from memsim.services.zone.errors import (
+    BadFree,
+    Halted,
+    InvalidRequest,
+    KillerUnavailable,
+    NotFound,
+    OutOfMemory,
+)
 from memsim.services.zone.machine import Machine, Zone
 from memsim.services.zone.metrics import ZoneCollector
 from memsim.services.zone.oom_client import PolicyOom
@@ -34,6 +41,7 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     Halted: grpc.StatusCode.FAILED_PRECONDITION,
     BadFree: grpc.StatusCode.FAILED_PRECONDITION,
     NotFound: grpc.StatusCode.NOT_FOUND,
+    KillerUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 translate = translate_errors(STATUS)
 Context = grpc.aio.ServicerContext[Any, Any]
