@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 MEMSIM = str(Path(sys.executable).parent / "memsim")
@@ -43,6 +43,23 @@ class Cli:
     @staticmethod
     def pid_alive(pid: int) -> bool:
         return pid_alive(pid)
+
+    def with_env(self, **changes: str | None) -> Cli:
+        """The same machine's command with some variables set (or, for None,
+        unset): e.g. another user's credential. Its runs record no pids."""
+        env = {**self.env, **{k: v for k, v in changes.items() if v is not None}}
+        for name in (k for k, v in changes.items() if v is None):
+            env.pop(name, None)
+        return replace(self, env=env)
+
+    def addresses(self) -> dict[str, str]:
+        """Each running service's gRPC address, from the run directory."""
+        state = json.loads((self.run_dir / "machine.json").read_text())
+        return {name: record["address"] for name, record in state["services"].items()}
+
+    def admin_token(self) -> str:
+        """The machine's admin credential, as `memsim up` left it."""
+        return (self.run_dir / "admin_token").read_text().strip()
 
     def recorded_pids(self) -> list[int]:
         try:

@@ -11,7 +11,7 @@ from memsim.clients.cli.processes import (
     is_alive,
     is_memsim_service,
     start_service,
-    stop_pid,
+    stop_pids,
 )
 from memsim.clients.cli.state import MachineState, run_dir
 from memsim.profiles.loader import MachineProfile
@@ -123,13 +123,16 @@ def tear_down(state: MachineState) -> list[str]:
 
 
 def _stop_services(state: MachineState) -> list[str]:
+    """Every service told to stop, the last started first, and waited for
+    together: their shutdowns overlap (none calls another on its way out)."""
+    names = list(reversed(list(state.services)))
+    ours = [state.services[n].pid for n in names if is_memsim_service(state.services[n].pid)]
+    stopped = stop_pids(ours)
     report = []
-    for name in reversed(list(state.services)):
-        record = state.services[name]
-        if not is_memsim_service(record.pid):
-            report.append(f"{name}: pid {record.pid} was already gone")
-        elif stop_pid(record.pid):
-            report.append(f"{name}: stopped pid {record.pid}")
+    for name in names:
+        pid = state.services[name].pid
+        if stopped.get(pid, False):
+            report.append(f"{name}: stopped pid {pid}")
         else:
-            report.append(f"{name}: pid {record.pid} was already gone")
+            report.append(f"{name}: pid {pid} was already gone")
     return report

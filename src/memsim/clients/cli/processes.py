@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -130,24 +131,43 @@ def start_service(
 
 
 def _wait_gone(pid: int, timeout_s: float) -> bool:
+    """True once pid is gone (looked at least once), False after timeout_s."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         with contextlib.suppress(ChildProcessError):  # reap it if it is our own child
             os.waitpid(pid, os.WNOHANG)
         if not is_alive(pid):
             return True
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
-    return False
 
 
 def stop_pid(pid: int, timeout_s: float = STOP_TIMEOUT_S) -> bool:
     """SIGTERM, then SIGKILL after timeout_s. False if it was already gone."""
-    if not is_alive(pid):
-        return False
-    os.kill(pid, signal.SIGTERM)
-    if _wait_gone(pid, timeout_s):
-        return True
-    os.kill(pid, signal.SIGKILL)
-    if _wait_gone(pid, timeout_s):
-        return True
-    raise LaunchError(f"pid {pid} is still there after SIGKILL")
+    return stop_pids([pid], timeout_s)[pid]
+
+
+def stop_pids(pids: Sequence[int], timeout_s: float = STOP_TIMEOUT_S) -> dict[int, bool]:
+    """stop_pid for several processes at once: SIGTERM to each in the order
+    given, then one wait for them all (their shutdowns overlap), SIGKILL to
+    any still there after timeout_s. pid -> False for one already gone."""
+    stopped: dict[int, bool] = {}
+    for pid in pids:
+        stopped[pid] = is_alive(pid)
+        if stopped[pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    running = [pid for pid, was in stopped.items() if was]
+    deadline = time.monotonic() + timeout_s
+    for pid in running:
+        _wait_gone(pid, max(deadline - time.monotonic(), 0.0))
+    left = [pid for pid in running if is_alive(pid)]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout_s
+    for pid in left:
+        if not _wait_gone(pid, max(deadline - time.monotonic(), 0.0)):
+            raise LaunchError(f"pid {pid} is still there after SIGKILL")
+    return stopped

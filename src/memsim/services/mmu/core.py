@@ -327,8 +327,8 @@ class Mmu:
         if token is not None and token != proc.token:
             raise PermissionDenied(f"wrong token for pid {pid}")
         if alive and not proc.alive:
-            how = f"killed by signal {proc.exit_signal}" if proc.exit_signal else "exited"
-            raise ProcessDead(f"pid {pid} ({proc.name}) has {how}")
+            how = f"was killed by signal {proc.exit_signal}" if proc.exit_signal else "has exited"
+            raise ProcessDead(f"pid {pid} ({proc.name}) {how}")
         return proc
 
     def plan_create(self) -> int:

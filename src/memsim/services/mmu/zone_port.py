@@ -9,7 +9,7 @@ from typing import Protocol
 import grpc
 
 from memsim.services.mmu.commit import ZoneReserve, totalreserve_pages
-from memsim.services.mmu.errors import NoMemory
+from memsim.services.mmu.errors import MachineHalted, NoMemory
 from memsim.services.zone.allocator import ZoneAllocator
 from memsim.services.zone.client import ZoneClient
 from memsim.services.zone.errors import OutOfMemory
@@ -54,6 +54,13 @@ class ZonePort(Protocol):
         ...
 
 
+def _raise_halted(exc: grpc.aio.AioRpcError) -> None:
+    """A zone that refuses because the machine panicked: the caller is told
+    so, with the panic line (FAILED_PRECONDITION), not an unknown error."""
+    if exc.code() is grpc.StatusCode.FAILED_PRECONDITION:
+        raise MachineHalted(exc.details() or "Kernel panic") from None
+
+
 class GrpcZone:
     def __init__(self, client: ZoneClient) -> None:
         self.client = client
@@ -76,6 +83,7 @@ class GrpcZone:
                 )
             ]
         except grpc.aio.AioRpcError as exc:
+            _raise_halted(exc)
             if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise NoMemory(f"the zone allocator has no frames: {exc.details()}") from None
             raise
@@ -95,6 +103,7 @@ class GrpcZone:
         try:
             ((pfn, _),) = await self.client.alloc(gfp_mask, order, 1, cpu, pid=pid, nodes=nodes)
         except grpc.aio.AioRpcError as exc:
+            _raise_halted(exc)
             if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise NoMemory(str(exc.details())) from None
             raise

@@ -144,6 +144,12 @@ class ZoneAllocator:
                 fast = await self._alloc_bulk_fast(gfp_mask, cpu, zonelist, count + extra, cpuset)
             if fast is None and count > 1:
                 fast = await self._alloc_bulk_fast(gfp_mask, cpu, zonelist, count, cpuset)
+            if fast is None and count > 1:
+                # What a zone has above its low watermark in one call; the
+                # rest page by page, the slow way (reclaim, the OOM killer).
+                fast = await self._alloc_bulk_fast(
+                    gfp_mask, cpu, zonelist, count, cpuset, partial=True
+                )
             if fast is not None:
                 by_zone[fast.zone.name + str(fast.zone.node)] = fast
                 done = len(fast.pfns)
@@ -175,23 +181,34 @@ class ZoneAllocator:
         zonelist: list[Zone],
         count: int,
         cpuset: MemsAllowed = EVERY_NODE,
+        partial: bool = False,
     ) -> Allocation | None:
         """alloc_pages_bulk's fast path (of later kernels): the first zone that
         stays above its low watermark with all count pages gone serves them,
         from the CPU's list and then in one bulk call to buddy instead of a
         refill every batch pages. Anything short goes the slow way. Like the
-        first pass of __alloc_pages it keeps to the cpuset's own nodes."""
+        first pass of __alloc_pages it keeps to the cpuset's own nodes.
+        partial: the first zone with room above its low watermark serves as
+        many of the count as fit (alloc_pages_bulk's own partial success)."""
         classzone_idx = zonelist[0].type_idx
         for zone in zonelist:
             if not cpuset.softwall(zone, gfp_mask | g.HARDWALL):
                 continue
             reserve = zone.lowmem_reserve[classzone_idx]
-            if not wm.zone_watermark_ok(zone.free_pages, [], 0, zone.marks.low + count, reserve, 0):
+            wanted = count
+            if partial:
+                # zone_watermark_ok(low + n) holds for n below this.
+                wanted = min(count, zone.free_pages - zone.marks.low - reserve - 1)
+                if wanted < 2:
+                    continue
+            if not wm.zone_watermark_ok(
+                zone.free_pages, [], 0, zone.marks.low + wanted, reserve, 0
+            ):
                 continue
             pcp = zone.pcp[cpu][1 if gfp_mask & g.COLD else 0]
-            pfns = [pcp.pages.popleft() for _ in range(min(count, pcp.count))]
-            if len(pfns) < count:
-                more = await self.buddy.alloc_bulk(zone.node, zone.name, 0, count - len(pfns))
+            pfns = [pcp.pages.popleft() for _ in range(min(wanted, pcp.count))]
+            if len(pfns) < wanted:
+                more = await self.buddy.alloc_bulk(zone.node, zone.name, 0, wanted - len(pfns))
                 zone.free_pages -= len(more)
                 pfns += more
             for pfn in pfns:
