@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated
 
 import grpc
@@ -15,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from memsim.clients.cli import sysctl
+from memsim.clients.cli import procfs_export, sysctl
 from memsim.clients.cli.credentials import admin_token
 from memsim.clients.cli.demo import run_demo
 from memsim.clients.cli.machine import (
@@ -456,3 +457,63 @@ def reboot_command() -> None:
     except LaunchError as exc:
         raise fail(f"reboot: {exc}") from None
     print(f"memsim: machine {state.summary} is up again")
+
+
+procfs_app = typer.Typer(
+    help="The simulated machine's /proc for other tools.", no_args_is_help=True
+)
+app.add_typer(procfs_app, name="procfs")
+
+INTERVAL_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+
+def parse_interval(text: str) -> float:
+    """ "1s", "500ms", "2m" or plain seconds ("0.5"); at least 10 ms."""
+    number, unit = text, "s"
+    for suffix in sorted(INTERVAL_UNITS, key=len, reverse=True):
+        if text.endswith(suffix):
+            number, unit = text[: -len(suffix)], suffix
+            break
+    try:
+        seconds = float(number) * INTERVAL_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration such as 1s or 500ms") from None
+    if not seconds >= 0.01:
+        raise ValueError(f"{text!r} is shorter than 10ms")
+    return seconds
+
+
+@procfs_app.command("export")
+def procfs_export_command(
+    directory: Annotated[
+        Path, typer.Argument(help="Where the files go (node_exporter's --path.procfs).")
+    ],
+    interval: Annotated[
+        str | None,
+        typer.Option(help="Export again every INTERVAL (1s, 500ms) until stopped; once without."),
+    ] = None,
+) -> None:
+    """Write meminfo, buddyinfo, zoneinfo, vmstat, slabinfo and vmallocinfo of
+    the running machine into DIRECTORY, each file replaced atomically."""
+    try:
+        every = None if interval is None else parse_interval(interval)
+    except ValueError as exc:
+        raise fail(f"procfs export: --interval: {exc}") from None
+    state = running_machine()
+    _address(state, "buddy")
+    stop = _StopRequest()
+
+    async def produce(c: Clients) -> str:
+        written = await procfs_export.export(c, directory)
+        while every is not None and not stop.requested:
+            await asyncio.sleep(every)
+            if not stop.requested:
+                await procfs_export.export(c, directory)
+        return f"memsim: wrote {', '.join(written)} into {directory}\n"
+
+    try:
+        sys.stdout.write(asyncio.run(_with_clients(state, produce)))
+    except grpc.aio.AioRpcError as exc:
+        raise fail(f"procfs export: {exc.code().name}: {exc.details()}") from None
+    except OSError as exc:
+        raise fail(f"procfs export: {exc}") from None
