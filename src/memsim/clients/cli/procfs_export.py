@@ -9,6 +9,7 @@ half a file.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from pathlib import Path
@@ -35,7 +36,11 @@ async def export(clients: Clients, directory: Path) -> list[str]:
     """Reads every file first and then writes them, so that one export is
     one moment of the machine as far as the services allow; the names written."""
     texts = {name: await PROC_FILES[f"/proc/{name}"](clients) for name in EXPORTED}
+    await asyncio.to_thread(write_all, directory, texts)
+    return list(texts)
+
+
+def write_all(directory: Path, texts: dict[str, str]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for name, text in texts.items():
         write_atomically(directory / name, text)
-    return list(texts)

@@ -57,6 +57,13 @@ class ZoneCollector(Collector):
         kswapd.add_metric([], self.allocator.kswapd_runs)
         wakeups = c("memsim_kswapd_wakeups", "Times a zone below its low watermark woke kswapd.")
         wakeups.add_metric([], self.allocator.kswapd_wakeups)
+        awake = g(
+            "memsim_kswapd_awake",
+            "1 while the node's kswapd is awake (woken and balancing), 0 while it sleeps.",
+            labels=["node"],
+        )
+        for node in range(self.allocator.machine.profile.nodes):
+            awake.add_metric([str(node)], 0 if self.allocator.kswapd_sleeping(node) else 1)
         reclaimers = g("memsim_zone_reclaimers", "Registered reclaimers.")
         reclaimers.add_metric([], len(self.allocator.reclaimers))
-        yield from (*pages.values(), watermark, vmstat, kswapd, wakeups, reclaimers)
+        yield from (*pages.values(), watermark, vmstat, kswapd, wakeups, awake, reclaimers)
