@@ -518,3 +518,31 @@ def test_the_call_that_panics_the_machine_is_told_why(cli: Cli) -> None:
         assert PANIC_LINE in str(error)
     finally:
         assert cli.run("down").returncode == 0
+
+
+def test_write_sets_oom_adj_and_sysctls_as_root_and_refuses_the_rest(cli: Cli) -> None:
+    boot(cli)
+    try:
+        assert cli.run("write", "/proc/1/oom_adj", "-17").returncode == 0
+        assert ok(cli, "cat", "/proc/1/oom_adj") == "-17\n"
+        # 2.6.24's oom_adj write keeps oom_score_adj in step (OOM_DISABLE).
+        assert ok(cli, "cat", "/proc/1/oom_score_adj") == "-1000\n"
+        assert cli.run("write", "/proc/sys/vm/swappiness", "10").returncode == 0
+        assert ok(cli, "sysctl", "-n", "vm.swappiness") == "10\n"
+        refusals = [
+            (("write", "/proc/1/oom_adj", "16"), "Invalid argument"),
+            (("write", "/proc/sys/vm/nope", "1"), "cannot stat /proc/sys/vm/nope"),
+            (("write", "/proc/1/maps", "1"), "not a file memsim can write"),
+            (("write", "/proc/999/oom_adj", "1"), "999"),
+        ]
+        for args, words in refusals:
+            refused = cli.run(*args)
+            assert refused.returncode == 1, args
+            assert words in refused.stderr, (args, refused.stderr)
+        stranger = cli.with_env(MEMSIM_ADMIN_TOKEN="wrong").run("write", "/proc/1/oom_adj", "3")
+        assert stranger.returncode == 1
+        assert "Operation not permitted" in stranger.stderr
+        assert ok(cli, "cat", "/proc/1/oom_adj") == "-17\n"
+        assert ok(cli, "sysctl", "-n", "vm.swappiness") == "10\n"
+    finally:
+        assert cli.run("down").returncode == 0

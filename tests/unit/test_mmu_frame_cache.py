@@ -77,9 +77,12 @@ class CountingZone(LocalZone):
         *,
         pid: int = 0,
         nodes: Sequence[int] = (),
+        mempolicy_nodes: Sequence[int] = (),
     ) -> list[int]:
         self.allocs.append((gfp_mask, count, extra))
-        return await super().alloc(gfp_mask, count, cpu, extra, pid=pid, nodes=nodes)
+        return await super().alloc(
+            gfp_mask, count, cpu, extra, pid=pid, nodes=nodes, mempolicy_nodes=mempolicy_nodes
+        )
 
     async def free(self, pfns: Iterable[int], cpu: int, cold: bool = False) -> None:
         pfns = list(pfns)
@@ -184,6 +187,7 @@ async def test_a_failed_refill_puts_back_what_the_list_had(
         *,
         pid: int = 0,
         nodes: Sequence[int] = (),
+        mempolicy_nodes: Sequence[int] = (),
     ) -> list[int]:
         raise NoMemory("the zone allocator has no frames")
 

@@ -19,7 +19,7 @@ from memsim.services.zone import gfp as g
 from memsim.services.zone.allocator import ZoneAllocator
 from memsim.services.zone.errors import InvalidRequest, OutOfMemory
 from memsim.services.zone.machine import Machine, Zone
-from memsim.services.zone.ports import OomVerdict, ShrinkResult
+from memsim.services.zone.ports import Constraint, OomVerdict, ShrinkResult
 
 PID = 7
 DEADLINE_S = 2.0
@@ -76,7 +76,12 @@ class RecordingOom:
         self.calls: list[tuple[int, int, int, tuple[int, ...]]] = []
 
     async def out_of_memory(
-        self, gfp_mask: int, order: int, pid: int, nodes: tuple[int, ...]
+        self,
+        gfp_mask: int,
+        order: int,
+        pid: int,
+        nodes: tuple[int, ...],
+        constraint: Constraint | None = None,
     ) -> OomVerdict:
         self.calls.append((gfp_mask, order, pid, nodes))
         return OomVerdict("give_up")

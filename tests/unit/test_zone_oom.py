@@ -23,7 +23,7 @@ from memsim.services.zone.allocator import ZoneAllocator
 from memsim.services.zone.errors import Halted, KillerUnavailable, OutOfMemory
 from memsim.services.zone.machine import Machine
 from memsim.services.zone.oom_client import PolicyOom
-from memsim.services.zone.ports import OomVerdict
+from memsim.services.zone.ports import Constraint, OomVerdict
 
 VICTIM, CALLER, BYSTANDER = 10, 20, 30
 PANIC = "Kernel panic - not syncing: Out of memory and no killable processes..."
@@ -44,7 +44,12 @@ class FakeOom:
         self.calls: list[OomCall] = []
 
     async def out_of_memory(
-        self, gfp_mask: int, order: int, pid: int, nodes: tuple[int, ...]
+        self,
+        gfp_mask: int,
+        order: int,
+        pid: int,
+        nodes: tuple[int, ...],
+        constraint: Constraint | None = None,
     ) -> OomVerdict:
         self.calls.append((gfp_mask, order, pid, nodes))
         verdict = self.script.pop(0) if self.script else OomVerdict("give_up")
@@ -195,7 +200,12 @@ class StuckOom:
         self.called = asyncio.Event()
 
     async def out_of_memory(
-        self, gfp_mask: int, order: int, pid: int, nodes: tuple[int, ...]
+        self,
+        gfp_mask: int,
+        order: int,
+        pid: int,
+        nodes: tuple[int, ...],
+        constraint: Constraint | None = None,
     ) -> OomVerdict:
         self.called.set()
         await asyncio.Event().wait()

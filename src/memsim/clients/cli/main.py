@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from memsim.clients.cli import procfs_export, sysctl
+from memsim.clients.cli import procfs_export, procwrite, sysctl
 from memsim.clients.cli.credentials import admin_token
 from memsim.clients.cli.demo import run_demo
 from memsim.clients.cli.machine import (
@@ -517,3 +517,29 @@ def procfs_export_command(
         raise fail(f"procfs export: {exc.code().name}: {exc.details()}") from None
     except OSError as exc:
         raise fail(f"procfs export: {exc}") from None
+
+
+
+
+@app.command("write", context_settings={"ignore_unknown_options": True})
+def write_command(
+    path: Annotated[
+        str, typer.Argument(help="/proc/PID/oom_adj, oom_score_adj or /proc/sys/vm/NAME")
+    ],
+    value: Annotated[str, typer.Argument(help="What is written, as with echo VALUE > PATH.")],
+) -> None:
+    """echo VALUE > PATH, as root (the machine's admin credential)."""
+    write = procwrite.writer(path)
+    if write is None:
+        raise fail(f"write: {path}: not a file memsim can write (oom_adj, oom_score_adj, sys/vm)")
+
+    async def produce(c: Clients) -> str:
+        await write(c, value)
+        return ""
+
+    state = running_machine()
+    _address(state, "policy")
+    try:
+        asyncio.run(_with_clients(state, produce))
+    except grpc.aio.AioRpcError as exc:
+        raise fail(f"write: {exc.details()}") from None

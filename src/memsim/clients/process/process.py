@@ -67,6 +67,8 @@ __all__ = [
     "MAP_POPULATE",
     "MAP_PRIVATE",
     "MAP_SHARED",
+    "MPOL_BIND",
+    "MPOL_DEFAULT",
     "PROT_EXEC",
     "PROT_NONE",
     "PROT_READ",
@@ -83,6 +85,15 @@ __all__ = [
     "SegmentationFault",
     "SystemCallError",
 ]
+
+# include/linux/mempolicy.h's modes, as set_mempolicy(2) takes them; memsim
+# models these two (MPOL_PREFERRED 1 and MPOL_INTERLEAVE 3 are EINVAL here).
+MPOL_DEFAULT = 0
+MPOL_BIND = 2
+_MEMPOLICY_MODES = {
+    MPOL_DEFAULT: pb.MEMPOLICY_MODE_DEFAULT,
+    MPOL_BIND: pb.MEMPOLICY_MODE_BIND,
+}
 
 IO_CHUNK_BYTES = 1 << 20
 """Largest payload of one Write or Read RPC: within the MMU's cap
@@ -265,6 +276,28 @@ class Process:
         when it could not move (brk(0) asks for the current break)."""
         response = await self._call(self._stub.Brk(pb.BrkRequest(caller=self.caller, address=addr)))
         return response.address
+
+    async def set_mempolicy(self, nodes: Iterable[int], mode: int = MPOL_BIND) -> None:
+        """set_mempolicy(2): MPOL_BIND keeps this process's allocations from
+        now on to `nodes` (an OOM there kills it); MPOL_DEFAULT with no nodes
+        undoes it. InvalidArgument (EINVAL) for an unknown mode, no nodes to
+        bind to, nodes with MPOL_DEFAULT, a node the machine lacks or that is
+        outside this process's cpuset; nothing changes then."""
+        wanted = _MEMPOLICY_MODES.get(mode)
+        if wanted is None:
+            raise InvalidArgument(
+                f"mempolicy mode {mode} is not one memsim models "
+                f"(MPOL_DEFAULT {MPOL_DEFAULT}, MPOL_BIND {MPOL_BIND})"
+            )
+        nodemask = list(nodes)
+        bad = [n for n in nodemask if not 0 <= n < 1 << 32]
+        if bad:  # no bit of a nodemask says that
+            raise InvalidArgument(f"nodes {bad} are not node numbers")
+        await self._call(
+            self._stub.SetMempolicy(
+                pb.SetMempolicyRequest(caller=self.caller, mode=wanted, nodes=nodemask)
+            )
+        )
 
     # ------------------------------------------------------ loads and stores
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import grpc
 
 from memsim.mmu.v1 import mmu_pb2 as pb
@@ -53,3 +55,18 @@ class MmuClient:
     async def set_cgroup(self, pid: int, name: str) -> pb.ProcessInfo:
         """Moves pid into the memory cgroup name (the policy's AttachToCgroup)."""
         return await self.stub.SetCgroup(pb.SetCgroupRequest(pid=pid, name=name))
+
+    async def set_mempolicy(
+        self,
+        pid: int,
+        token: str,
+        mode: pb.MempolicyMode.ValueType,
+        nodes: Iterable[int] = (),
+    ) -> pb.ProcessInfo:
+        """set_mempolicy(2) of process pid (proven by its token):
+        MEMPOLICY_MODE_BIND with its nodes, or MEMPOLICY_MODE_DEFAULT."""
+        return await self.stub.SetMempolicy(
+            pb.SetMempolicyRequest(
+                caller=pb.Caller(pid=pid, token=token), mode=mode, nodes=list(nodes)
+            )
+        )

@@ -37,12 +37,16 @@ from memsim.services.mmu.lru import ZoneLru, owner, owner_vpn
 from memsim.services.mmu.pagetable import PageTable
 from memsim.services.mmu.process import (
     CAPABILITIES,
+    MPOL_BIND,
+    MPOL_DEFAULT,
+    MPOL_MODES,
     OOM_ADJUST_MAX,
     OOM_DISABLE,
     OOM_SCORE_ADJ_MAX,
     ROOT_CGROUP,
     SIGKILL,
     SIGSEGV,
+    Mempolicy,
     Mm,
     Process,
 )
@@ -56,6 +60,7 @@ from memsim.services.policy.overcommit import (
     vm_commit_limit,
 )
 from memsim.services.policy.sysctl import Sysctls
+from memsim.services.zone.cpuset import memory_nodes
 from memsim.services.zone.machine import Machine
 
 # The stack every process starts with, and the gap mmap leaves below it
@@ -1086,6 +1091,7 @@ class Mmu:
         )
         child = self.create_process(*args, tables[:1], charge=False)
         child.cgroup = parent.cgroup  # the mm's mem_cgroup is the parent's
+        child.mempolicy = parent.mempolicy  # copy_process: mpol_copy
         mm = child.mm
         mm.space = AddressSpace()
         for area in pmm.space:
@@ -1360,6 +1366,40 @@ class Mmu:
                 f"{-OOM_SCORE_ADJ_MAX}..{OOM_SCORE_ADJ_MAX}"
             )
         proc.oom_adj, proc.oom_score_adj = oom_adj, oom_score_adj
+
+    def set_mempolicy(self, proc: Process, mode: str, nodes: list[int]) -> None:
+        """sys_set_mempolicy of 2.6.24, its checks in the kernel's order, each
+        EINVAL, and nothing changed on a refusal: the mode (MPOL_MAX; memsim
+        models MPOL_DEFAULT and MPOL_BIND), the nodemask's nodes (get_nodes:
+        beyond the machine), contextualize_policy (a subset of the task's
+        cpuset, its mems_allowed), mpol_check_policy (MPOL_DEFAULT takes no
+        nodes, MPOL_BIND at least one, every one with memory)."""
+        if mode not in MPOL_MODES:
+            raise InvalidRequest(
+                f"unknown mempolicy mode {mode!r}: memsim has {', '.join(MPOL_MODES)} "
+                "(MPOL_PREFERRED and MPOL_INTERLEAVE are not modelled)"
+            )
+        count = self.profile.nodes
+        bad = sorted({n for n in nodes if not 0 <= n < count})
+        if bad:
+            raise InvalidRequest(
+                f"nodes {bad} are outside 0..{count - 1}: the machine has {count} node(s)"
+            )
+        wanted = set(nodes)
+        outside = sorted(wanted - set(proc.nodes))
+        if outside:
+            raise InvalidRequest(
+                f"nodes {outside} are outside the cpuset of pid {proc.pid} "
+                f"(mems_allowed {list(proc.nodes)})"
+            )
+        if mode == MPOL_DEFAULT and wanted:
+            raise InvalidRequest("MPOL_DEFAULT takes no nodes (the nodemask must be empty)")
+        if mode == MPOL_BIND and not wanted:
+            raise InvalidRequest("MPOL_BIND needs at least one node (the nodemask is empty)")
+        empty = sorted(wanted - memory_nodes(self.layout))
+        if empty:
+            raise InvalidRequest(f"nodes {empty} have no memory (not in N_HIGH_MEMORY)")
+        proc.mempolicy = Mempolicy(mode, tuple(sorted(wanted)))
 
     # -- memory cgroups (2.6.25 mm/memcontrol.c) ---------------------------------------
 

@@ -19,6 +19,45 @@ OOM_SCORE_ADJ_MAX = 1000
 CAPABILITIES = ("CAP_SYS_ADMIN", "CAP_SYS_RAWIO", "CAP_SYS_RESOURCE", "CAP_IPC_LOCK")
 # The root memory cgroup: unlimited, and never charged (no call at all).
 ROOT_CGROUP = "/"
+# The mempolicy modes memsim models, by mm/mempolicy.c's policy_types names.
+MPOL_DEFAULT = "default"
+MPOL_BIND = "bind"
+MPOL_MODES = (MPOL_DEFAULT, MPOL_BIND)
+
+
+@dataclass(frozen=True)
+class Mempolicy:
+    """task->mempolicy of 2.6.24: MPOL_DEFAULT (the local node first, then
+    the others by distance), or MPOL_BIND and its nodes (only there).
+    Immutable, so that fork's copy (mpol_copy) is the same value."""
+
+    mode: str = MPOL_DEFAULT
+    nodes: tuple[int, ...] = ()
+
+    @property
+    def bind_nodes(self) -> tuple[int, ...]:
+        """The nodes an allocation is bound to; empty: no binding."""
+        return self.nodes if self.mode == MPOL_BIND else ()
+
+    def __str__(self) -> str:
+        """mpol_to_str, as /proc/PID/numa_maps shows it: "default", "bind=0-1"."""
+        if not self.nodes:
+            return self.mode
+        return f"{self.mode}={nodelist(self.nodes)}"
+
+
+def nodelist(nodes: tuple[int, ...]) -> str:
+    """nodelist_scnprintf: ranges of consecutive nodes, "0-2,5"."""
+    ranges: list[list[int]] = []
+    for node in sorted(set(nodes)):
+        if ranges and node == ranges[-1][1] + 1:
+            ranges[-1][1] = node
+        else:
+            ranges.append([node, node])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+
+
+DEFAULT_MEMPOLICY = Mempolicy()
 
 
 @dataclass
@@ -66,6 +105,8 @@ class Process:
     oom_score_adj: int = 0
     # The memory cgroup whose limit its faults are charged to (mm->mem_cgroup).
     cgroup: str = ROOT_CGROUP
+    # set_mempolicy's policy; a forked child inherits it.
+    mempolicy: Mempolicy = DEFAULT_MEMPOLICY
 
     @property
     def state(self) -> str:

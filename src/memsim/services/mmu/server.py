@@ -28,7 +28,7 @@ from memsim.services.mmu.errors import (
 )
 from memsim.services.mmu.metrics import MmuCollector
 from memsim.services.mmu.policy_port import GrpcPolicy
-from memsim.services.mmu.process import SIGSEGV, Process
+from memsim.services.mmu.process import MPOL_BIND, MPOL_DEFAULT, SIGSEGV, Process
 from memsim.services.mmu.service import AccessResult, MmuService
 from memsim.services.mmu.slab_port import GrpcSlab
 from memsim.services.mmu.swapfile import SwapFile
@@ -51,6 +51,12 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
     MachineHalted: grpc.StatusCode.FAILED_PRECONDITION,
 }
 translate = translate_errors(STATUS)
+# The proto's mempolicy modes and the core's names for them.
+MEMPOLICY_MODES: dict[pb.MempolicyMode.ValueType, str] = {
+    pb.MEMPOLICY_MODE_DEFAULT: MPOL_DEFAULT,
+    pb.MEMPOLICY_MODE_BIND: MPOL_BIND,
+}
+MEMPOLICY_ENUMS = {name: mode for mode, name in MEMPOLICY_MODES.items()}
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -98,6 +104,8 @@ def process_info(mmu: Mmu, proc: Process) -> pb.ProcessInfo:
         oom_score_adj=proc.oom_score_adj,
         committed_pages=mmu.committed_pages(proc),
         cgroup=proc.cgroup,
+        mempolicy=MEMPOLICY_ENUMS[proc.mempolicy.mode],
+        mempolicy_nodes=list(proc.mempolicy.nodes),
         vmas=[
             pb.Vma(start=a.start << shift, end=a.end << shift, perms=a.perms, name=a.name)
             for a in vmas
@@ -267,6 +275,18 @@ class MmuServicer(mmu_pb2_grpc.MmuServicer):
     @translate
     async def SetCgroup(self, request: pb.SetCgroupRequest, context: Context) -> pb.ProcessInfo:
         proc = self.service.set_cgroup(request.pid, request.name)
+        return process_info(self.mmu, proc)
+
+    @translate
+    async def SetMempolicy(
+        self, request: pb.SetMempolicyRequest, context: Context
+    ) -> pb.ProcessInfo:
+        # An enum value memsim does not know reaches the core as its number,
+        # which the core refuses as the unknown mode it is.
+        mode = MEMPOLICY_MODES.get(request.mode, f"{request.mode}")
+        proc = await self.service.set_mempolicy(
+            request.caller.pid, request.caller.token, mode, list(request.nodes)
+        )
         return process_info(self.mmu, proc)
 
     @translate

@@ -138,12 +138,24 @@ class MmuService:
         """count frames from the CPU's list; if it has too few, what it has and
         the rest from the zone in one call, which also refills the list. proc:
         whom they are for (the OOM killer's allocating task); a process held
-        to some nodes (its cpuset) takes its frames from the zone, which keeps
-        to them, since the CPU's list holds frames of any node."""
+        to some nodes (its cpuset) or bound to some (its MPOL_BIND mempolicy)
+        takes its frames from the zone, which keeps to them, since the CPU's
+        list holds frames of any node. The bind nodes go with every
+        allocation of the process, page tables too: the zone applies them
+        as alloc_pages_current does (not below policy_zone)."""
         if not count:
             return []
-        if proc is not None and len(set(proc.nodes)) < self.mmu.profile.nodes:
-            return await self.zone.alloc(gfp_mask, count, cpu, pid=proc.pid, nodes=proc.nodes)
+        if proc is not None and (
+            proc.mempolicy.bind_nodes or len(set(proc.nodes)) < self.mmu.profile.nodes
+        ):
+            return await self.zone.alloc(
+                gfp_mask,
+                count,
+                cpu,
+                pid=proc.pid,
+                nodes=proc.nodes,
+                mempolicy_nodes=proc.mempolicy.bind_nodes,
+            )
         frames = self.cache.take(gfp_mask, count, cpu)
         if frames is not None:
             return frames
@@ -219,6 +231,14 @@ class MmuService:
                 self.swapfile.write(slot, data)
         await self.zone.free(result.frames, 0, cold=True)  # as __pagevec_free does
         await self._uncharge(result.uncharged)
+
+    async def set_mempolicy(self, pid: int, token: str, mode: str, nodes: list[int]) -> Process:
+        """set_mempolicy(2), called by the process itself: its allocations
+        from now on (the pages it has stay where they are)."""
+        async with self._locked(pid):
+            proc = self.mmu.process(pid, token)
+            self.mmu.set_mempolicy(proc, mode, nodes)
+            return proc
 
     # -- memory cgroups (2.6.25 mm/memcontrol.c) ---------------------------------------------
 
@@ -471,7 +491,12 @@ class MmuService:
         cpu = self.cpu_of(proc)
         try:
             pfn = await self.zone.alloc_block(
-                GFP_KERNEL, order, cpu, pid=proc.pid, nodes=proc.nodes
+                GFP_KERNEL,
+                order,
+                cpu,
+                pid=proc.pid,
+                nodes=proc.nodes,
+                mempolicy_nodes=proc.mempolicy.bind_nodes,
             )
         except NoMemory as exc:
             free = await self.zone.free_pages()

@@ -25,10 +25,12 @@ class ZonePort(Protocol):
         *,
         pid: int = 0,
         nodes: Sequence[int] = (),
+        mempolicy_nodes: Sequence[int] = (),
     ) -> list[int]:
         """count order-0 frames, all or none: NoMemory if the zone has fewer;
         and up to extra more if the zone has them to spare (a list refill).
-        pid and nodes: the process they are for, and where it may have them."""
+        pid and nodes: the process they are for, and where it may have them
+        (its cpuset); mempolicy_nodes: its MPOL_BIND nodes (empty: none)."""
         ...
 
     async def free(self, pfns: Iterable[int], cpu: int, cold: bool = False) -> None:
@@ -36,7 +38,14 @@ class ZonePort(Protocol):
         ...
 
     async def alloc_block(
-        self, gfp_mask: int, order: int, cpu: int, *, pid: int = 0, nodes: Sequence[int] = ()
+        self,
+        gfp_mask: int,
+        order: int,
+        cpu: int,
+        *,
+        pid: int = 0,
+        nodes: Sequence[int] = (),
+        mempolicy_nodes: Sequence[int] = (),
     ) -> int:
         """One physically contiguous block of 2^order pages (no-MMU mmap) for
         pid, on its nodes."""
@@ -74,12 +83,20 @@ class GrpcZone:
         *,
         pid: int = 0,
         nodes: Sequence[int] = (),
+        mempolicy_nodes: Sequence[int] = (),
     ) -> list[int]:
         try:
             got = [
                 pfn
                 for pfn, _ in await self.client.alloc(
-                    gfp_mask, 0, count, cpu, extra, pid=pid, nodes=nodes
+                    gfp_mask,
+                    0,
+                    count,
+                    cpu,
+                    extra,
+                    pid=pid,
+                    nodes=nodes,
+                    mempolicy_nodes=mempolicy_nodes,
                 )
             ]
         except grpc.aio.AioRpcError as exc:
@@ -98,10 +115,19 @@ class GrpcZone:
             await self.client.free(blocks, cpu, cold)
 
     async def alloc_block(
-        self, gfp_mask: int, order: int, cpu: int, *, pid: int = 0, nodes: Sequence[int] = ()
+        self,
+        gfp_mask: int,
+        order: int,
+        cpu: int,
+        *,
+        pid: int = 0,
+        nodes: Sequence[int] = (),
+        mempolicy_nodes: Sequence[int] = (),
     ) -> int:
         try:
-            ((pfn, _),) = await self.client.alloc(gfp_mask, order, 1, cpu, pid=pid, nodes=nodes)
+            ((pfn, _),) = await self.client.alloc(
+                gfp_mask, order, 1, cpu, pid=pid, nodes=nodes, mempolicy_nodes=mempolicy_nodes
+            )
         except grpc.aio.AioRpcError as exc:
             _raise_halted(exc)
             if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -138,10 +164,18 @@ class LocalZone:
         *,
         pid: int = 0,
         nodes: Sequence[int] = (),
+        mempolicy_nodes: Sequence[int] = (),
     ) -> list[int]:
         try:
             got = await self.allocator.alloc_pages(
-                gfp_mask, 0, count, cpu, extra=extra, pid=pid, nodes=tuple(nodes)
+                gfp_mask,
+                0,
+                count,
+                cpu,
+                extra=extra,
+                pid=pid,
+                nodes=tuple(nodes),
+                mempolicy_nodes=tuple(mempolicy_nodes),
             )
         except OutOfMemory as exc:
             raise NoMemory(str(exc)) from None
@@ -157,11 +191,24 @@ class LocalZone:
             await self.allocator.free_pages(blocks, cpu, cold)
 
     async def alloc_block(
-        self, gfp_mask: int, order: int, cpu: int, *, pid: int = 0, nodes: Sequence[int] = ()
+        self,
+        gfp_mask: int,
+        order: int,
+        cpu: int,
+        *,
+        pid: int = 0,
+        nodes: Sequence[int] = (),
+        mempolicy_nodes: Sequence[int] = (),
     ) -> int:
         try:
             (allocation,) = await self.allocator.alloc_pages(
-                gfp_mask, order, 1, cpu, pid=pid, nodes=tuple(nodes)
+                gfp_mask,
+                order,
+                1,
+                cpu,
+                pid=pid,
+                nodes=tuple(nodes),
+                mempolicy_nodes=tuple(mempolicy_nodes),
             )
         except OutOfMemory as exc:
             raise NoMemory(str(exc)) from None

@@ -14,10 +14,18 @@ from dataclasses import dataclass, field
 
 from memsim.services.zone import gfp as g
 from memsim.services.zone import watermarks as wm
-from memsim.services.zone.cpuset import EVERY_NODE, MemsAllowed
+from memsim.services.zone.cpuset import (
+    EVERY_NODE,
+    MemsAllowed,
+    bind_zonelist,
+    check_bind_nodes,
+    constrained_alloc,
+    memory_nodes,
+    policy_zone,
+)
 from memsim.services.zone.errors import BadFree, Halted, InvalidRequest, NotFound, OutOfMemory
 from memsim.services.zone.machine import DEF_PRIORITY, Machine, Zone
-from memsim.services.zone.ports import BuddyPort, OomPort, ReclaimerPort
+from memsim.services.zone.ports import BuddyPort, Constraint, OomPort, ReclaimerPort
 
 MAX_ALLOC_COUNT = 1 << 16
 # The kernel loops for ever on small allocations that may not fail; memsim
@@ -57,6 +65,11 @@ class ZoneAllocator:
         self.oom: OomPort | None = None
         self.oom_rounds: dict[str, int] = {}  # OOM rounds by the killer's decision
         self.oom_killed: set[int] = set()  # pids never served again
+        # Mempolicies (mm/mempolicy.c): the nodes with memory, policy_zone,
+        # and each MPOL_BIND nodemask's zonelist by highest zone, built once.
+        self._memory_nodes = memory_nodes(machine)
+        self._policy_zone = policy_zone(machine)
+        self._bind_zonelists: dict[tuple[frozenset[int], str], list[Zone]] = {}
 
     # -- boot and lifecycle ----------------------------------------------------
 
@@ -116,6 +129,7 @@ class ZoneAllocator:
         extra: int = 0,
         pid: int = 0,
         nodes: Iterable[int] = (),
+        mempolicy_nodes: Iterable[int] = (),
     ) -> list[Allocation]:
         """count blocks of 2^order pages; a bulk returns fewer if memory runs out
         after the first block, and OutOfMemory if not even one can be had.
@@ -123,13 +137,16 @@ class ZoneAllocator:
         can serve them with the count (a caller's per-CPU list refill).
         pid: the process the pages are for (the OOM killer's allocating task).
         nodes: its cpuset's nodes (empty: every node): the zones of other
-        nodes are skipped as cpuset_zone_allowed skips them."""
+        nodes are skipped as cpuset_zone_allowed skips them.
+        mempolicy_nodes: its MPOL_BIND nodes (empty: MPOL_DEFAULT): the
+        zonelist is theirs (see _zonelist_policy)."""
         self._check(gfp_mask, order, count, cpu, extra)
         cpuset = MemsAllowed.of(nodes, self.machine.profile.nodes)
+        bind = check_bind_nodes(mempolicy_nodes, self.machine)
         self._check_not_killed(pid)
         node = self.machine.profile.cpu_node(cpu)
         highest = g.gfp_zone(gfp_mask, self.machine.zone_types)
-        zonelist = self.machine.zonelist(node, highest, bool(gfp_mask & g.THISNODE))
+        zonelist = self._zonelist_policy(gfp_mask, node, highest, bind, cpuset)
         if not zonelist:
             raise OutOfMemory(
                 f"no populated zone can serve {g.format_gfp(gfp_mask)} on node {node}"
@@ -173,6 +190,33 @@ class ZoneAllocator:
             allocation = by_zone.setdefault(zone.name + str(zone.node), Allocation(zone, order))
             allocation.pfns.append(pfn)
         return list(by_zone.values())
+
+    def _zonelist_policy(
+        self,
+        gfp_mask: int,
+        node: int,
+        highest: str,
+        bind: frozenset[int] | None,
+        cpuset: MemsAllowed,
+    ) -> list[Zone]:
+        """alloc_pages_current and zonelist_policy of 2.6.24: the MPOL_BIND
+        zonelist, unless the request is __GFP_THISNODE (the default policy),
+        its highest zone is below policy_zone ("lower zones don't get a
+        policy applied"), or none of the bind nodes is in the cpuset
+        (cpuset_zonelist_valid_mems_allowed); else the CPU's node's own."""
+        this_node = bool(gfp_mask & g.THISNODE)
+        if (
+            bind is not None
+            and not this_node
+            and self.machine.zone_types.index(highest) >= self._policy_zone
+            and (cpuset.nodes is None or bind & cpuset.nodes)
+        ):
+            key = (bind, highest)
+            zonelist = self._bind_zonelists.get(key)
+            if zonelist is None:
+                zonelist = self._bind_zonelists[key] = bind_zonelist(self.machine, bind, highest)
+            return zonelist
+        return self.machine.zonelist(node, highest, this_node)
 
     async def _alloc_bulk_fast(
         self,
@@ -290,8 +334,12 @@ class ZoneAllocator:
                         return got
                     # The OOM killer will not help higher order allocs so fail.
                     if self.oom is not None and order <= g.PAGE_ALLOC_COSTLY_ORDER:
-                        oom_nodes = cpuset.constrains(zonelist, gfp_mask)
-                        restart = await self._out_of_memory(gfp_mask, order, pid, oom_nodes)
+                        constraint, oom_nodes = constrained_alloc(
+                            zonelist, gfp_mask, cpuset, self._memory_nodes
+                        )
+                        restart = await self._out_of_memory(
+                            gfp_mask, order, pid, oom_nodes, constraint
+                        )
                         break
                     if not gfp_mask & g.NOFAIL:
                         break
@@ -324,14 +372,19 @@ class ZoneAllocator:
             raise OutOfMemory(f"process {pid} was killed by the OOM killer: no more pages for it")
 
     async def _out_of_memory(
-        self, gfp_mask: int, order: int, pid: int, nodes: tuple[int, ...]
+        self,
+        gfp_mask: int,
+        order: int,
+        pid: int,
+        nodes: tuple[int, ...],
+        constraint: Constraint,
     ) -> bool:
         """out_of_memory() and what __alloc_pages does after: True to try
         again (a process was killed, or an earlier victim is still dying),
         False to fail the allocation. The killed are refused from now on, so
         that a victim's own fault in flight ends."""
         assert self.oom is not None
-        verdict = await self.oom.out_of_memory(gfp_mask, order, pid, nodes)
+        verdict = await self.oom.out_of_memory(gfp_mask, order, pid, nodes, constraint)
         self.oom_rounds[verdict.decision] = self.oom_rounds.get(verdict.decision, 0) + 1
         self.oom_killed.update(verdict.killed)
         if verdict.decision == "panic":

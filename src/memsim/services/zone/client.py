@@ -25,9 +25,19 @@ class ZoneClient:
         *,
         pid: int = 0,
         nodes: Sequence[int] = (),
+        mempolicy_nodes: Sequence[int] = (),
     ) -> list[tuple[int, int]]:
         """(pfn, order) of every block allocated."""
-        response = await self.alloc_pages(gfp_mask, order, count, cpu, extra, pid=pid, nodes=nodes)
+        response = await self.alloc_pages(
+            gfp_mask,
+            order,
+            count,
+            cpu,
+            extra,
+            pid=pid,
+            nodes=nodes,
+            mempolicy_nodes=mempolicy_nodes,
+        )
         return [(pfn, b.order) for b in response.blocks for pfn in b.pfns]
 
     async def alloc_pages(
@@ -40,7 +50,9 @@ class ZoneClient:
         *,
         pid: int = 0,
         nodes: Sequence[int] = (),
+        mempolicy_nodes: Sequence[int] = (),
     ) -> pb.AllocPagesResponse:
+        """nodes: the process's cpuset; mempolicy_nodes: its MPOL_BIND nodes."""
         return await self._stub.AllocPages(
             pb.AllocPagesRequest(
                 gfp_mask=gfp_mask,
@@ -50,6 +62,7 @@ class ZoneClient:
                 extra=extra,
                 pid=pid,
                 nodes=list(nodes),
+                mempolicy_nodes=list(mempolicy_nodes),
             )
         )
 

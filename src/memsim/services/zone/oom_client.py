@@ -7,7 +7,13 @@ import grpc
 from memsim.policy.v1 import policy_pb2 as policy_pb
 from memsim.services.policy.client import PolicyClient
 from memsim.services.zone.errors import KillerUnavailable
-from memsim.services.zone.ports import OomVerdict
+from memsim.services.zone.ports import (
+    CONSTRAINT_CPUSET,
+    CONSTRAINT_MEMORY_POLICY,
+    CONSTRAINT_NONE,
+    Constraint,
+    OomVerdict,
+)
 
 PANIC_PREFIX = "Kernel panic - not syncing"
 
@@ -18,6 +24,12 @@ DECISIONS = {
     policy_pb.OOM_DECISION_GIVE_UP: "give_up",
 }
 
+CONSTRAINTS: dict[Constraint, policy_pb.Constraint.ValueType] = {
+    CONSTRAINT_NONE: policy_pb.CONSTRAINT_NONE,
+    CONSTRAINT_CPUSET: policy_pb.CONSTRAINT_CPUSET,
+    CONSTRAINT_MEMORY_POLICY: policy_pb.CONSTRAINT_MEMORY_POLICY,
+}
+
 
 class PolicyOom:
     def __init__(self, client: PolicyClient, nodes: int) -> None:
@@ -25,18 +37,26 @@ class PolicyOom:
         self.nodes = nodes
 
     async def out_of_memory(
-        self, gfp_mask: int, order: int, pid: int, nodes: tuple[int, ...]
+        self,
+        gfp_mask: int,
+        order: int,
+        pid: int,
+        nodes: tuple[int, ...],
+        constraint: Constraint | None = None,
     ) -> OomVerdict:
-        # constrained_alloc: a task held to some of the machine's nodes (its
-        # cpuset) is an OOM in that constraint.
-        constrained = bool(nodes) and set(range(self.nodes)) - set(nodes)
+        if constraint is None:
+            # A caller that does not say: a task held to some of the
+            # machine's nodes (its cpuset) is an OOM in that constraint.
+            held = bool(nodes) and bool(set(range(self.nodes)) - set(nodes))
+            constraint = CONSTRAINT_CPUSET if held else CONSTRAINT_NONE
+        nodemask = () if constraint == CONSTRAINT_NONE else nodes
         try:
             response = await self.client.out_of_memory(
                 gfp_mask,
                 order,
                 pid,
-                policy_pb.CONSTRAINT_CPUSET if constrained else policy_pb.CONSTRAINT_NONE,
-                nodes if constrained else (),
+                CONSTRAINTS[constraint],
+                nodemask,
             )
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""

@@ -5,7 +5,15 @@ in-process fakes in unit tests."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple, Protocol
+from typing import Literal, NamedTuple, Protocol
+
+# enum oom_constraint as the zone tells the OOM killer (the policy service's
+# Constraint values): the allocation could use every node; its cpuset held
+# it in; its zonelist left out a node with memory (an MPOL_BIND mempolicy).
+Constraint = Literal["none", "cpuset", "mempolicy"]
+CONSTRAINT_NONE: Constraint = "none"
+CONSTRAINT_CPUSET: Constraint = "cpuset"
+CONSTRAINT_MEMORY_POLICY: Constraint = "mempolicy"
 
 
 class BuddyPort(Protocol):
@@ -55,10 +63,19 @@ class OomVerdict(NamedTuple):
 
 class OomPort(Protocol):
     async def out_of_memory(
-        self, gfp_mask: int, order: int, pid: int, nodes: tuple[int, ...]
+        self,
+        gfp_mask: int,
+        order: int,
+        pid: int,
+        nodes: tuple[int, ...],
+        constraint: Constraint | None = None,
     ) -> OomVerdict:
         """One round of the OOM killer for an allocation that reclaim could
-        not serve: pid asked (0: the kernel), restricted to nodes (empty: any)."""
+        not serve: pid asked (0: the kernel), restricted to nodes (empty: any).
+        constraint: what restricted it (constrained_alloc): "cpuset" (nodes
+        are the cpuset's), "mempolicy" (nodes are the MPOL_BIND zonelist's) or
+        "none"; None, as callers before mempolicies passed it: "cpuset" when
+        nodes leave out some node of the machine, else "none"."""
         ...
 
 

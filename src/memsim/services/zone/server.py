@@ -77,6 +77,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneAllocatorServicer):
                 extra=request.extra,
                 pid=request.pid,
                 nodes=tuple(request.nodes),
+                mempolicy_nodes=tuple(request.mempolicy_nodes),
             )
         finally:
             for line in self.allocator.failures[failures:]:
