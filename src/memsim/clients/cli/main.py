@@ -519,8 +519,6 @@ def procfs_export_command(
         raise fail(f"procfs export: {exc}") from None
 
 
-
-
 @app.command("write", context_settings={"ignore_unknown_options": True})
 def write_command(
     path: Annotated[
