@@ -19,6 +19,7 @@ from rich.table import Table
 from memsim.clients.cli import procfs_export, procwrite, sysctl
 from memsim.clients.cli.credentials import admin_token
 from memsim.clients.cli.demo import run_demo
+from memsim.clients.cli.load import load_command
 from memsim.clients.cli.machine import (
     bring_up,
     default_swap_bytes,
@@ -26,6 +27,7 @@ from memsim.clients.cli.machine import (
     running_machine,
     tear_down,
 )
+from memsim.clients.cli.plot import plot_app
 from memsim.clients.cli.processes import LaunchError, check_serving, is_alive
 from memsim.clients.cli.procfiles import (
     FILE_NAMES,
@@ -463,6 +465,7 @@ procfs_app = typer.Typer(
     help="The simulated machine's /proc for other tools.", no_args_is_help=True
 )
 app.add_typer(procfs_app, name="procfs")
+app.add_typer(plot_app, name="plot")
 
 INTERVAL_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 
@@ -517,6 +520,9 @@ def procfs_export_command(
         raise fail(f"procfs export: {exc.code().name}: {exc.details()}") from None
     except OSError as exc:
         raise fail(f"procfs export: {exc}") from None
+
+
+app.command("load")(load_command)
 
 
 @app.command("write", context_settings={"ignore_unknown_options": True})

@@ -60,8 +60,33 @@ async def extfrag_index(c: Clients) -> str:
 
 async def zoneinfo(c: Clients) -> str:
     info = await c.zone.zoneinfo()
+    fill_zone_stats(info, await c.mmu.stats(), await c.slab.slabinfo())
     names = list(ZONE_STAT_ITEMS) + (list(NUMA_STAT_ITEMS) if len(info.nodes) > 1 else [])
     return format_zoneinfo(info, names)
+
+
+def fill_zone_stats(
+    info: zone_pb2.GetZoneInfoResponse,
+    mmu: mmu_pb2.MmuStats,
+    slab: slab_pb2.GetSlabInfoResponse,
+) -> None:
+    """The zoned counters the zone service cannot know, from their owners:
+    nr_anon_pages and nr_page_table_pages from the MMU's frames by zone,
+    nr_slab_reclaimable and nr_slab_unreclaimable from the slab's pages by
+    zone. A zone a service does not list keeps what the zone said."""
+    from_mmu = {(z.node, z.zone): z for z in mmu.zones}
+    from_slab = {(z.node, z.zone): z for z in slab.zones}
+    for node in info.nodes:
+        for zone in node.zones:
+            key = (zone.ref.node, zone.ref.zone)
+            held = from_mmu.get(key)
+            if held is not None:
+                zone.stats["nr_anon_pages"] = held.anon_pages
+                zone.stats["nr_page_table_pages"] = held.page_table_pages
+            slabs = from_slab.get(key)
+            if slabs is not None:
+                zone.stats["nr_slab_reclaimable"] = slabs.slab_reclaimable_pages
+                zone.stats["nr_slab_unreclaimable"] = slabs.slab_unreclaimable_pages
 
 
 async def vmstat(c: Clients) -> str:

@@ -74,6 +74,15 @@ class BuddyClient:
     async def audit(self) -> pb.AuditResponse:
         return await self._stub.Audit(pb.AuditRequest())
 
+    async def free_blocks(
+        self, node: int | None = None, zone: str | None = None
+    ) -> list[pb.ArenaFreeBlocks]:
+        """Every free block of the arenas (of one, if zone is given) as ranges per order."""
+        request = pb.GetFreeBlocksRequest()
+        if zone is not None:
+            request.arena.CopyFrom(_ref(node or 0, zone))
+        return list((await self._stub.GetFreeBlocks(request)).arenas)
+
     async def nr_free(self, node: int, zone: str) -> list[int]:
         (info,) = await self.buddyinfo(node, zone)
         return list(info.nr_free)

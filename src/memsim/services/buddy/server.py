@@ -22,7 +22,9 @@ from memsim.services.buddy.errors import (
     OutOfMemory,
 )
 from memsim.services.buddy.fragmentation import fragmentation_indices, unusable_free_indices
+from memsim.services.buddy.frames import free_block_ranges
 from memsim.services.buddy.metrics import BuddyCollector
+from memsim.services.frames import ranges_message
 
 STATUS: dict[type[Exception], grpc.StatusCode] = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
@@ -156,6 +158,26 @@ class BuddyServicer(buddy_pb2_grpc.BuddyAllocatorServicer):
             problems=problems,
             arenas_checked=len(reports),
             blocks_checked=sum(r.blocks_checked for r in reports),
+        )
+
+    @translate
+    async def GetFreeBlocks(
+        self, request: pb.GetFreeBlocksRequest, context: Context
+    ) -> pb.GetFreeBlocksResponse:
+        arenas = self._selected(request.HasField("arena"), request.arena)
+        return pb.GetFreeBlocksResponse(
+            arenas=[
+                pb.ArenaFreeBlocks(
+                    arena=arena_ref(a),
+                    start_pfn=a.spec.start_pfn,
+                    pages=a.spec.pages,
+                    free_lists=[
+                        pb.FreeList(order=order, pages=ranges_message(ranges))
+                        for order, ranges in enumerate(free_block_ranges(a))
+                    ],
+                )
+                for a in arenas
+            ]
         )
 
 

@@ -47,6 +47,10 @@ class MmuClient:
     async def stats(self) -> pb.MmuStats:
         return await self.stub.GetStats(pb.GetStatsRequest())
 
+    async def mmu_frames(self) -> pb.GetMmuFramesResponse:
+        """Every frame the MMU holds, by what it holds, as ranges."""
+        return await self.stub.GetMmuFrames(pb.GetMmuFramesRequest())
+
     async def set_oom_adj(self, pid: int, oom_adj: int, oom_score_adj: int) -> pb.ProcessInfo:
         return await self.stub.SetOomAdj(
             pb.SetOomAdjRequest(pid=pid, oom_adj=oom_adj, oom_score_adj=oom_score_adj)

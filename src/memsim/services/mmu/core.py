@@ -80,6 +80,8 @@ SHM, SHM_NEW = "shm", "shmnew"
 # SHMMAX of 2.6: the largest segment.
 SHMMAX = 0x2000000
 DEF_PRIORITY = 12
+# What zone_pages() counts per zone.
+MMU_ZONE_KINDS = ("anon", "page_table", "shmem")
 
 
 @dataclass
@@ -1340,6 +1342,30 @@ class Mmu:
             sum(len(z.active) for z in self.lru.values()),
             sum(len(z.inactive) for z in self.lru.values()),
         )
+
+    def zone_pages(self) -> dict[tuple[int, str], dict[str, int]]:
+        """Frames the MMU core holds, by the zone they came from and what they
+        hold: "anon" (the frames on the zone's LRU lists, shared anonymous
+        mappings' included, and without an MMU the processes' blocks),
+        "page_table" (the live processes' table pages) and "shmem" (System V
+        segments' frames). Every zone of the machine is listed."""
+        pages = {key: dict.fromkeys(MMU_ZONE_KINDS, 0) for key in self.layout.zones}
+        for key, lru in self.lru.items():
+            pages[key]["anon"] = len(lru.active) + len(lru.inactive)
+
+        def add(pfn: int, kind: str, count: int = 1) -> None:
+            zone = self.layout.zone_of_pfn(pfn)
+            if zone is not None:
+                pages[zone.key][kind] += count
+
+        for proc in self.alive():
+            for pfn, order in proc.mm.blocks.values():
+                add(pfn, "anon", 1 << order)
+            for pfn in proc.mm.pt.tables.values():
+                add(pfn, "page_table")
+        for pfn in self.shm_frames:
+            add(pfn, "shmem")
+        return pages
 
     def swap_pages(self, proc: Process) -> int:
         """VmSwap: the process's ptes that point into swap."""

@@ -15,7 +15,7 @@ Pure: lists and numbers, no I/O; the service does the zone calls.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 # The largest lists and the refill step. pcp lists of 2.6 keep at most
 # 6 x batch (186) pages per zone and CPU; a fault-around batch here is 1 MiB
@@ -91,6 +91,11 @@ class FrameCache:
     def pages(self) -> dict[tuple[int, int], int]:
         """Frames held per (gfp_mask, cpu)."""
         return {key: len(frames) for key, frames in self._lists.items() if frames}
+
+    def frames(self) -> Iterator[int]:
+        """Every frame on every list."""
+        for frames in self._lists.values():
+            yield from frames
 
     def __len__(self) -> int:
         return sum(len(frames) for frames in self._lists.values())

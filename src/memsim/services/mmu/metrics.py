@@ -9,6 +9,21 @@ from prometheus_client.registry import Collector
 
 from memsim.services.mmu.core import Mmu
 from memsim.services.mmu.frame_cache import FrameCache
+from memsim.services.mmu.process import Process
+
+
+def mmu_zone_pages(mmu: Mmu, cache: FrameCache | None) -> dict[tuple[int, str], dict[str, int]]:
+    """The core's frames by zone and kind (Mmu.zone_pages) and, as
+    "frame_cache", the frames on the service's per-CPU lists."""
+    pages = mmu.zone_pages()
+    for counts in pages.values():
+        counts["frame_cache"] = 0
+    if cache is not None:
+        for pfn in cache.frames():
+            zone = mmu.layout.zone_of_pfn(pfn)
+            if zone is not None:
+                pages[zone.key]["frame_cache"] += 1
+    return pages
 
 
 class MmuCollector(Collector):
@@ -53,9 +68,36 @@ class MmuCollector(Collector):
         lru.add_metric(["active"], active)
         lru.add_metric(["inactive"], inactive)
         yield from (faults, processes, resident, tables, written, swap_io, swapped, swap_total, lru)
+        yield from self._per_process(alive)
+        yield from self._zone_pages(self.mmu, self.cache)
         yield from self._commit(self.mmu)
         if self.cache is not None:
             yield from self._frame_cache(self.cache)
+
+    @staticmethod
+    def _per_process(alive: list[Process]) -> Iterator[Metric]:
+        rss = GaugeMetricFamily(
+            "memsim_mmu_process_resident_pages",
+            "RSS of each live process in pages (VmRSS of /proc/PID/status).",
+            labels=["pid", "comm"],
+        )
+        for proc in alive:
+            rss.add_metric([str(proc.pid), proc.name], proc.mm.rss)
+        yield rss
+
+    @staticmethod
+    def _zone_pages(mmu: Mmu, cache: FrameCache | None) -> Iterator[Metric]:
+        held = GaugeMetricFamily(
+            "memsim_mmu_zone_pages",
+            "Frames the MMU holds by the zone they came from and what they hold: anon "
+            "(user pages, NR_ANON_PAGES), page_table (NR_PAGETABLE), shmem (System V "
+            "segments), frame_cache (its per-CPU lists).",
+            labels=["node", "zone", "kind"],
+        )
+        for (node, zone_name), counts in sorted(mmu_zone_pages(mmu, cache).items()):
+            for kind, value in counts.items():
+                held.add_metric([str(node), zone_name, kind], value)
+        yield held
 
     @staticmethod
     def _commit(mmu: Mmu) -> Iterator[Metric]:

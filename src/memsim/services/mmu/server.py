@@ -15,6 +15,7 @@ from memsim.mmu.v1 import mmu_pb2_grpc
 from memsim.runtime.channel import open_channel
 from memsim.runtime.errors import translate_errors
 from memsim.runtime.server import Service
+from memsim.services.frames import ranges_message
 from memsim.services.mmu.config import MmuConfig
 from memsim.services.mmu.core import Mmu
 from memsim.services.mmu.errors import (
@@ -26,7 +27,9 @@ from memsim.services.mmu.errors import (
     PermissionDenied,
     ProcessDead,
 )
-from memsim.services.mmu.metrics import MmuCollector
+from memsim.services.mmu.frame_cache import FrameCache
+from memsim.services.mmu.frames import mmu_frames
+from memsim.services.mmu.metrics import MmuCollector, mmu_zone_pages
 from memsim.services.mmu.policy_port import GrpcPolicy
 from memsim.services.mmu.process import MPOL_BIND, MPOL_DEFAULT, SIGSEGV, Process
 from memsim.services.mmu.service import AccessResult, MmuService
@@ -291,16 +294,40 @@ class MmuServicer(mmu_pb2_grpc.MmuServicer):
 
     @translate
     async def GetStats(self, request: pb.GetStatsRequest, context: Context) -> pb.MmuStats:
-        return mmu_stats(self.mmu)
+        return mmu_stats(self.mmu, self.service.cache)
+
+    @translate
+    async def GetMmuFrames(
+        self, request: pb.GetMmuFramesRequest, context: Context
+    ) -> pb.GetMmuFramesResponse:
+        frames = mmu_frames(self.mmu, self.service.cache)
+        return pb.GetMmuFramesResponse(
+            anon_pages=ranges_message(frames.anon),
+            shmem_pages=ranges_message(frames.shmem),
+            page_table_pages=ranges_message(frames.page_tables),
+            frame_cache_pages=ranges_message(frames.frame_cache),
+            block_pages=ranges_message(frames.blocks),
+        )
 
     @translate
     async def GetProcess(self, request: pb.GetProcessRequest, context: Context) -> pb.ProcessInfo:
         return process_info(self.mmu, self.mmu.process(request.pid, alive=False))
 
 
-def mmu_stats(mmu: Mmu) -> pb.MmuStats:
+def mmu_stats(mmu: Mmu, cache: FrameCache | None = None) -> pb.MmuStats:
     alive = mmu.alive()
     active, inactive = mmu.lru_counts()
+    zones = [
+        pb.MmuZonePages(
+            node=node,
+            zone=zone,
+            anon_pages=counts["anon"],
+            page_table_pages=counts["page_table"],
+            shmem_pages=counts["shmem"],
+            frame_cache_pages=counts["frame_cache"],
+        )
+        for (node, zone), counts in sorted(mmu_zone_pages(mmu, cache).items())
+    ]
     return pb.MmuStats(
         page_size_bytes=mmu.page_size,
         anon_pages=active + inactive,
@@ -319,6 +346,7 @@ def mmu_stats(mmu: Mmu) -> pb.MmuStats:
         commit_limit_pages=mmu.commit_limit,
         commit_refusals=mmu.commit_refusals,
         overcommit_memory=mmu.sysctls.overcommit_memory,
+        zones=zones,
     )
 
 

@@ -69,5 +69,9 @@ class SlabClient:
     async def vmallocinfo(self) -> pb.GetVmallocInfoResponse:
         return await self.stub.GetVmallocInfo(pb.GetVmallocInfoRequest())
 
+    async def slab_frames(self) -> pb.GetSlabFramesResponse:
+        """Every page the service holds: each cache's slabs and vmalloc's pages."""
+        return await self.stub.GetSlabFrames(pb.GetSlabFramesRequest())
+
     async def kernel_log(self, since_seq: int = 0) -> pb.GetKernelLogResponse:
         return await self.stub.GetKernelLog(pb.GetKernelLogRequest(since_seq=since_seq))

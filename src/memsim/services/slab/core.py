@@ -20,6 +20,7 @@ the kernel, is pruned the same way.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -54,9 +55,12 @@ from memsim.services.slab.vmalloc import (
     VmStruct,
 )
 from memsim.services.zone import gfp as g
+from memsim.services.zone.machine import Machine
 
 # mm/nommu.c: __vmalloc is kmalloc((gfp_mask | __GFP_COMP) & ~__GFP_HIGHMEM).
 NOMMU_VMALLOC_GFP = g.GFP_KERNEL | g.__GFP_COMP
+# What zone_pages() counts per zone.
+SLAB_ZONE_KINDS = ("slab_reclaimable", "slab_unreclaimable", "vmalloc")
 
 
 @dataclass(frozen=True)
@@ -329,6 +333,36 @@ class SlabAllocator:
             else:
                 unreclaimable += cache.pages
         return SlabPages(reclaimable, unreclaimable)
+
+    @functools.cached_property
+    def layout(self) -> Machine:
+        """The machine's zones as the zone service lays them out (the MMU's
+        own layout, built the same way from the profile): pfn -> zone."""
+        return Machine(self.profile)
+
+    def zone_pages(self) -> dict[tuple[int, str], dict[str, int]]:
+        """Pages this service holds, by zone and kind: "slab_reclaimable" and
+        "slab_unreclaimable" (NR_SLAB_*: the slabs of SLAB_RECLAIM_ACCOUNT
+        caches and of the others) and "vmalloc" (the vmalloc areas' pages;
+        without an MMU vmalloc is kmalloc, so its pages are slab pages).
+        Every zone of the machine is listed."""
+        layout = self.layout
+        pages = {key: dict.fromkeys(SLAB_ZONE_KINDS, 0) for key in layout.zones}
+
+        def add(pfn: int, kind: str, count: int) -> None:
+            zone = layout.zone_of_pfn(pfn)
+            if zone is not None:
+                pages[zone.key][kind] += count
+
+        for cache in self.caches.values():
+            kind = "slab_reclaimable" if cache.reclaimable else "slab_unreclaimable"
+            block = 1 << cache.gfporder  # a slab's block lies in one zone
+            for slabs in cache.lists:
+                for pfn in slabs:
+                    add(pfn, kind, block)
+        for pfn in self.vm.pfns:
+            add(pfn, "vmalloc", 1)
+        return pages
 
     # -- vmalloc -----------------------------------------------------------------------
 

@@ -94,3 +94,13 @@ class SlabCollector(Collector):
         )
         chunk.add_metric([], vmalloc.largest_chunk)
         yield from (slab, used, total, chunk)
+        by_zone = GaugeMetricFamily(
+            "memsim_slab_zone_pages",
+            "Pages the slab service holds by zone and kind: slab_reclaimable, "
+            "slab_unreclaimable (NR_SLAB_RECLAIMABLE, NR_SLAB_UNRECLAIMABLE), vmalloc.",
+            labels=["node", "zone", "kind"],
+        )
+        for (node, zone), counts in sorted(self.slab.zone_pages().items()):
+            for kind, value in counts.items():
+                by_zone.add_metric([str(node), zone, kind], value)
+        yield by_zone

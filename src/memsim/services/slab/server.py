@@ -11,6 +11,7 @@ import grpc
 from memsim.runtime.channel import open_channel
 from memsim.runtime.errors import translate_errors
 from memsim.runtime.server import Service
+from memsim.services.frames import ranges_message
 from memsim.services.slab.cache import CacheInfo
 from memsim.services.slab.config import SlabConfig
 from memsim.services.slab.core import SlabAllocator
@@ -23,6 +24,7 @@ from memsim.services.slab.errors import (
     UnknownArea,
     UnknownCache,
 )
+from memsim.services.slab.frames import cache_page_ranges, vmalloc_page_ranges
 from memsim.services.slab.metrics import SlabCollector
 from memsim.services.slab.service import SlabService
 from memsim.services.slab.zone_port import GrpcPages, PagePort
@@ -199,6 +201,16 @@ class SlabServicer(slab_pb2_grpc.SlabServicer):
             page_size_bytes=self.slab.profile.page_size,
             reclaimable_pages=pages.reclaimable,
             unreclaimable_pages=pages.unreclaimable,
+            zones=[
+                pb.SlabZonePages(
+                    node=node,
+                    zone=zone,
+                    slab_reclaimable_pages=counts["slab_reclaimable"],
+                    slab_unreclaimable_pages=counts["slab_unreclaimable"],
+                    vmalloc_pages=counts["vmalloc"],
+                )
+                for (node, zone), counts in sorted(self.slab.zone_pages().items())
+            ],
         )
 
     @translate
@@ -229,6 +241,22 @@ class SlabServicer(slab_pb2_grpc.SlabServicer):
     ) -> pb.GetKernelLogResponse:
         log = self.slab.log
         return pb.GetKernelLogResponse(lines=log.since(request.since_seq), next_seq=log.total)
+
+    @translate
+    async def GetSlabFrames(
+        self, request: pb.GetSlabFramesRequest, context: Context
+    ) -> pb.GetSlabFramesResponse:
+        return pb.GetSlabFramesResponse(
+            caches=[
+                pb.CacheFrames(
+                    name=held.name,
+                    reclaimable=held.reclaimable,
+                    pages=ranges_message(held.ranges),
+                )
+                for held in cache_page_ranges(self.slab)
+            ],
+            vmalloc_pages=ranges_message(vmalloc_page_ranges(self.slab)),
+        )
 
 
 class ReclaimerServicer(zone_pb2_grpc.ReclaimerServicer):

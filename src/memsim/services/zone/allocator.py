@@ -251,6 +251,7 @@ class ZoneAllocator:
                 continue
             pcp = zone.pcp[cpu][1 if gfp_mask & g.COLD else 0]
             pfns = [pcp.pages.popleft() for _ in range(min(wanted, pcp.count))]
+            zone.pcp_hits += len(pfns)  # each page off the list is one hit
             if len(pfns) < wanted:
                 more = await self.buddy.alloc_bulk(zone.node, zone.name, 0, wanted - len(pfns))
                 zone.free_pages -= len(more)
@@ -446,6 +447,9 @@ class ZoneAllocator:
                 pcp.pages.extend(pfns)  # rmqueue_bulk adds each at the tail
                 if not pcp.pages:
                     return None
+                zone.pcp_refills += 1
+            else:
+                zone.pcp_hits += 1
             pfn = pcp.pages.popleft()
         else:
             got = await self.buddy.alloc_bulk(zone.node, zone.name, order, 1)

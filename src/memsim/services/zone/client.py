@@ -79,6 +79,10 @@ class ZoneClient:
     async def zoneinfo(self) -> pb.GetZoneInfoResponse:
         return await self._stub.GetZoneInfo(pb.GetZoneInfoRequest())
 
+    async def zone_frames(self) -> pb.GetZoneFramesResponse:
+        """Every zone's span and the pages on its per-CPU lists."""
+        return await self._stub.GetZoneFrames(pb.GetZoneFramesRequest())
+
     async def vmstat(self) -> list[tuple[str, int]]:
         response = await self._stub.GetVmstat(pb.GetVmstatRequest())
         return [(item.name, item.value) for item in response.items]

@@ -59,6 +59,13 @@ class Zone:
     prev_priority: int = DEF_PRIORITY
     stat_threshold: int = 0
     numa_stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NUMA_STAT_ITEMS, 0))
+    # Order-0 allocations buffered_rmqueue served through a per-CPU list:
+    # from a list that had a page (hit), or after rmqueue_bulk refilled an
+    # empty one from buddy (refill). The bulk fast path's pages taken off a
+    # list are hits; those it takes from buddy straight pass no list and are
+    # neither.
+    pcp_hits: int = 0
+    pcp_refills: int = 0
 
     def returned_to_buddy(self, pages: int) -> None:
         """free_pages_bulk/free_one_page: pages are back in buddy, so the zone

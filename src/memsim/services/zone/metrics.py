@@ -34,8 +34,17 @@ class ZoneCollector(Collector):
             "Watermarks min, low and high.",
             labels=[*ZONE, "watermark"],
         )
+        pcp_allocs = c(
+            "memsim_zone_pcp_allocations",
+            "Order-0 allocations served through a per-CPU list: hit when the list had "
+            "the page, refill when rmqueue_bulk refilled the empty list from buddy first "
+            "(a bulk allocation counts a hit per page it takes off the list).",
+            labels=[*ZONE, "result"],
+        )
         for zone in self.allocator.machine.zones.values():
             labels = [str(zone.node), zone.name]
+            pcp_allocs.add_metric([*labels, "hit"], zone.pcp_hits)
+            pcp_allocs.add_metric([*labels, "refill"], zone.pcp_refills)
             for key, value in (
                 ("free", zone.free_pages),
                 ("managed", zone.managed),
@@ -66,4 +75,13 @@ class ZoneCollector(Collector):
             awake.add_metric([str(node)], 0 if self.allocator.kswapd_sleeping(node) else 1)
         reclaimers = g("memsim_zone_reclaimers", "Registered reclaimers.")
         reclaimers.add_metric([], len(self.allocator.reclaimers))
-        yield from (*pages.values(), watermark, vmstat, kswapd, wakeups, awake, reclaimers)
+        yield from (
+            *pages.values(),
+            watermark,
+            pcp_allocs,
+            vmstat,
+            kswapd,
+            wakeups,
+            awake,
+            reclaimers,
+        )

@@ -14,6 +14,7 @@ from memsim.runtime.errors import translate_errors
 from memsim.runtime.logs import get_logger
 from memsim.runtime.server import Service
 from memsim.services.buddy.client import BuddyClient
+from memsim.services.frames import ranges_message
 from memsim.services.policy.client import PolicyClient
 from memsim.services.policy.watch import SysctlFollower, sysctl_values
 from memsim.services.zone.allocator import ZoneAllocator
@@ -26,6 +27,7 @@ from memsim.services.zone.errors import (
     NotFound,
     OutOfMemory,
 )
+from memsim.services.zone.frames import pcp_ranges
 from memsim.services.zone.machine import Machine, Zone
 from memsim.services.zone.metrics import ZoneCollector
 from memsim.services.zone.oom_client import PolicyOom
@@ -249,6 +251,29 @@ class ZoneServicer(zone_pb2_grpc.ZoneAllocatorServicer):
         self, request: pb.DrainPagesRequest, context: Context
     ) -> pb.DrainPagesResponse:
         return pb.DrainPagesResponse(drained_pages=await self.allocator.drain_all_pages())
+
+    @translate
+    async def GetZoneFrames(
+        self, request: pb.GetZoneFramesRequest, context: Context
+    ) -> pb.GetZoneFramesResponse:
+        profile = self.machine.profile
+        return pb.GetZoneFramesResponse(
+            zones=[
+                pb.ZoneFrames(
+                    zone=common_pb2.ArenaRef(node=z.node, zone=z.name),
+                    start_pfn=z.start_pfn,
+                    spanned_pages=z.spanned,
+                    present_pages=z.present,
+                    managed_pages=z.managed,
+                    managed_start_pfn=z.arena_start_pfn,
+                    pcp_pages=ranges_message(pcp_ranges(z)),
+                )
+                for node in range(profile.nodes)
+                for z in self.machine.node_zones(node)
+            ],
+            page_size_bytes=profile.page_size,
+            profile=profile.name,
+        )
 
 
 def zone_service(config: ZoneConfig | None = None, buddy: BuddyPort | None = None) -> Service:
