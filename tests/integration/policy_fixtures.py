@@ -16,21 +16,15 @@ from memsim.profiles.loader import MachineProfile, load_profile
 from memsim.runtime.channel import open_channel
 from memsim.runtime.server import RunningServer, start_server
 from memsim.services.mmu.client import MmuClient
-from memsim.services.mmu.config import MmuConfig
-from memsim.services.mmu.server import mmu_service
 from memsim.services.policy.badness import Task
 from memsim.services.policy.client import PolicyClient
 from memsim.services.policy.config import PolicyConfig
 from memsim.services.policy.errors import NoSuchTask, NotPermitted
 from memsim.services.policy.ports import SIGKILL, TaskList, TaskSource
 from memsim.services.policy.server import policy_service
-from memsim.services.zone.config import ZoneConfig
-from memsim.services.zone.server import zone_service
-from tests.integration.conftest import BuddyHarness
+from tests.integration.conftest import UNREACHABLE, BuddyHarness, running_servers
 
 ADMIN = "test-admin-token"
-# Where no MMU serves.
-UNREACHABLE = "127.0.0.1:1"
 
 
 def small_machine() -> MachineProfile:
@@ -150,23 +144,11 @@ async def policy_over_mmu(
     """The policy service dialling a real MMU at start (MEMSIM_MMU_ADDR); with
     connect, it starts with an address where nothing serves and the MMU's
     address comes by ConnectTaskSource, as `memsim up` starts them."""
-    profile = small_machine()
-    zone = await start_server(
-        zone_service(ZoneConfig(profile, buddy.running.address)), "127.0.0.1:0", None
-    )
-    mmu = await start_server(
-        mmu_service(MmuConfig(profile, zone.address, swap_bytes=swap_bytes, data_dir=data_dir)),
-        "127.0.0.1:0",
-        None,
-    )
-    mmu_channel = open_channel(mmu.address)
-    try:
-        config = policy_config(UNREACHABLE if connect else mmu.address, swap_bytes)
+    async with running_servers(
+        small_machine(), data_dir, buddy_address=buddy.running.address, swap_bytes=swap_bytes
+    ) as servers:
+        config = policy_config(UNREACHABLE if connect else servers.mmu_address, swap_bytes)
         async with running_policy(config) as policy:
             if connect:
-                assert await policy.client.connect_task_source(mmu.address) == UNREACHABLE
-            yield MachineStack(policy, MmuClient(mmu_channel), mmu.address, mmu_channel)
-    finally:
-        await mmu_channel.close(None)
-        await mmu.stop(0)
-        await zone.stop(0)
+                assert await policy.client.connect_task_source(servers.mmu_address) == UNREACHABLE
+            yield MachineStack(policy, servers.mmu, servers.mmu_address, servers.mmu_channel)

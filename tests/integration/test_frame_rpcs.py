@@ -19,20 +19,12 @@ from memsim.common.v1 import common_pb2
 from memsim.plots.answers import snapshot_from_answers
 from memsim.plots.frames import Category, Source, build_frame_map
 from memsim.profiles.loader import load_profile
-from memsim.runtime.channel import open_channel
 from memsim.runtime.panic import PanicGate
-from memsim.runtime.server import start_server
 from memsim.services.frames import message_ranges, total_pages
 from memsim.services.mmu.client import MmuClient
-from memsim.services.mmu.config import MmuConfig
-from memsim.services.mmu.server import mmu_service
 from memsim.services.slab.client import SlabClient
-from memsim.services.slab.config import SlabConfig
-from memsim.services.slab.server import slab_service
 from memsim.services.zone.client import ZoneClient
-from memsim.services.zone.config import ZoneConfig
-from memsim.services.zone.server import zone_service
-from tests.integration.conftest import BuddyHarness
+from tests.integration.conftest import BuddyHarness, running_servers
 
 MIB = 1 << 20
 
@@ -49,26 +41,10 @@ class Stack:
 @contextlib.asynccontextmanager
 async def stack(buddy: BuddyHarness, data_dir: Path) -> AsyncIterator[Stack]:
     profile = load_profile("x86_32", mem="64M")
-    zone = await start_server(
-        zone_service(ZoneConfig(profile, buddy.running.address)), "127.0.0.1:0", None
-    )
-    slab = await start_server(slab_service(SlabConfig(profile, zone.address)), "127.0.0.1:0", None)
-    config = MmuConfig(profile, zone.address, data_dir=data_dir, slab_address=slab.address)
-    mmu = await start_server(mmu_service(config), "127.0.0.1:0", None)
-    channels = [open_channel(a) for a in (zone.address, mmu.address, slab.address)]
-    try:
-        yield Stack(
-            buddy,
-            ZoneClient(channels[0]),
-            MmuClient(channels[1]),
-            SlabClient(channels[2]),
-            channels[1],
-        )
-    finally:
-        for channel in channels:
-            await channel.close(None)
-        for server in (mmu, slab, zone):  # each before the one it asks
-            await server.stop(0)
+    async with running_servers(
+        profile, data_dir, buddy_address=buddy.running.address, slab=True
+    ) as servers:
+        yield Stack(buddy, servers.zone, servers.mmu, servers.slab, servers.mmu_channel)
 
 
 @pytest_asyncio.fixture

@@ -19,21 +19,13 @@ from memsim.clients.load.runner import LoadConfig, Recorder, Trace, replay, run_
 from memsim.clients.load.schema import Burst, Mix, MixEntry, load_mix
 from memsim.clients.load.stats import Stats
 from memsim.mmu.v1 import mmu_pb2 as mmu_pb
-from memsim.mmu.v1 import mmu_pb2_grpc
 from memsim.profiles.loader import load_profile
-from memsim.runtime.channel import open_channel
-from memsim.runtime.server import start_server
 from memsim.services.buddy.local import LocalBuddy
-from memsim.services.mmu.config import MmuConfig
-from memsim.services.mmu.server import mmu_service
 from memsim.services.policy.config import PolicyConfig
 from memsim.services.slab.client import SlabClient
-from memsim.services.slab.config import SlabConfig
-from memsim.services.slab.server import slab_service
 from memsim.services.zone.client import ZoneClient
-from memsim.services.zone.config import ZoneConfig
-from memsim.services.zone.server import zone_service
-from tests.integration.policy_fixtures import ADMIN, UNREACHABLE, PolicyHarness, running_policy
+from tests.integration.conftest import UNREACHABLE, running_servers
+from tests.integration.policy_fixtures import ADMIN, PolicyHarness, running_policy
 
 if TYPE_CHECKING:
     from memsim.mmu.v1.mmu_pb2_grpc import MmuAsyncStub
@@ -62,50 +54,29 @@ class Machine:
 async def machine(data_dir: Path, mem: str = "64M") -> AsyncIterator[Machine]:
     profile = load_profile("x86_32", mem=mem)
     buddy = LocalBuddy()
-    async with running_policy(PolicyConfig(profile, UNREACHABLE, ADMIN)) as policy:
-        zone = await start_server(
-            zone_service(ZoneConfig(profile, UNREACHABLE, policy.running.address), buddy),
-            "127.0.0.1:0",
-            None,
+    async with (
+        running_policy(PolicyConfig(profile, UNREACHABLE, ADMIN)) as policy,
+        running_servers(
+            profile,
+            data_dir,
+            buddy=buddy,
+            policy_address=policy.running.address,
+            slab=True,
+            deadline_s=30,
+        ) as servers,
+    ):
+        stub = servers.mmu_stub
+        info = await machine_info(stub, "x86_32")
+        slab_client = servers.slab
+        yield Machine(
+            MachineBackend(stub, slab_client, info.page_size),
+            info,
+            servers.zone,
+            slab_client,
+            policy,
+            stub,
+            buddy,
         )
-        slab = await start_server(
-            slab_service(SlabConfig(profile, zone.address)), "127.0.0.1:0", None
-        )
-        mmu = await start_server(
-            mmu_service(
-                MmuConfig(
-                    profile,
-                    zone.address,
-                    swap_bytes=0,
-                    data_dir=data_dir,
-                    slab_address=slab.address,
-                    policy_address=policy.running.address,
-                )
-            ),
-            "127.0.0.1:0",
-            None,
-        )
-        channels = [
-            open_channel(a, deadline_s=30) for a in (zone.address, slab.address, mmu.address)
-        ]
-        try:
-            stub = mmu_pb2_grpc.MmuStub(channels[2])
-            info = await machine_info(stub, "x86_32")
-            slab_client = SlabClient(channels[1])
-            yield Machine(
-                MachineBackend(stub, slab_client, info.page_size),
-                info,
-                ZoneClient(channels[0]),
-                slab_client,
-                policy,
-                stub,
-                buddy,
-            )
-        finally:
-            for channel in channels:
-                await channel.close(None)
-            for server in (mmu, slab, zone):
-                await server.stop(0)
 
 
 async def processes(m: Machine) -> int:

@@ -16,20 +16,12 @@ import grpc
 import pytest
 
 from memsim.mmu.v1 import mmu_pb2 as mmu_pb
-from memsim.mmu.v1 import mmu_pb2_grpc
 from memsim.policy.v1 import policy_pb2 as pb
-from memsim.runtime.channel import open_channel
-from memsim.runtime.server import start_server
 from memsim.services.mmu.client import MmuClient
-from memsim.services.mmu.config import MmuConfig
-from memsim.services.mmu.server import build_mmu_server
 from memsim.services.policy.client import PolicyClient
-from memsim.services.zone.config import ZoneConfig
-from memsim.services.zone.server import zone_service
-from tests.integration.conftest import BuddyHarness
+from tests.integration.conftest import UNREACHABLE, BuddyHarness, running_servers
 from tests.integration.policy_fixtures import (
     ADMIN,
-    UNREACHABLE,
     PolicyHarness,
     policy_config,
     running_policy,
@@ -84,25 +76,18 @@ async def machine(buddy: BuddyHarness, data_dir: Path, swap_bytes: int) -> Async
     """The policy first (with nowhere to find the MMU), then zone and an MMU
     that connects itself to the policy, as `memsim up` starts them."""
     profile = small_machine()
-    async with running_policy(policy_config(UNREACHABLE, swap_bytes)) as policy:
-        zone = await start_server(
-            zone_service(ZoneConfig(profile, buddy.running.address)), "127.0.0.1:0", None
-        )
-        config = MmuConfig(
+    async with (
+        running_policy(policy_config(UNREACHABLE, swap_bytes)) as policy,
+        running_servers(
             profile,
-            zone.address,
-            swap_bytes=swap_bytes,
-            data_dir=data_dir,
+            data_dir,
+            buddy_address=buddy.running.address,
             policy_address=policy.running.address,
-        )
-        mmu = await start_server(build_mmu_server(config).service, "127.0.0.1:0", None)
-        channel = open_channel(mmu.address)
-        try:
-            yield Stack(policy, MmuClient(channel), mmu_pb2_grpc.MmuStub(channel))
-        finally:
-            await channel.close(None)
-            await mmu.stop(0)
-            await zone.stop(0)
+            zone_policy=False,
+            swap_bytes=swap_bytes,
+        ) as servers,
+    ):
+        yield Stack(policy, servers.mmu, servers.mmu_stub)
 
 
 async def refused(code: grpc.StatusCode, call: object) -> str:

@@ -10,14 +10,13 @@ into a panic."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -25,25 +24,17 @@ import pytest
 from memsim.clients.process.errors import InvalidArgument, NotYourProcess
 from memsim.clients.process.process import MPOL_BIND, MPOL_DEFAULT, Process
 from memsim.mmu.v1 import mmu_pb2 as mmu_pb
-from memsim.mmu.v1 import mmu_pb2_grpc
 from memsim.profiles.loader import MachineProfile, load_profile
-from memsim.runtime.channel import open_channel
-from memsim.runtime.server import start_server
-from memsim.services.buddy.local import LocalBuddy
 from memsim.services.mmu.client import MmuClient
-from memsim.services.mmu.config import MmuConfig
-from memsim.services.mmu.server import mmu_service
 from memsim.services.policy.config import PolicyConfig
 from memsim.services.zone.client import ZoneClient
-from memsim.services.zone.config import ZoneConfig
-from memsim.services.zone.server import zone_service
-from tests.integration.policy_fixtures import ADMIN, UNREACHABLE, PolicyHarness, running_policy
+from tests.integration.conftest import UNREACHABLE, running_servers, until
+from tests.integration.policy_fixtures import ADMIN, PolicyHarness, running_policy
 
 if TYPE_CHECKING:
     from memsim.mmu.v1.mmu_pb2_grpc import MmuAsyncStub
 
 CALL_S = 30.0
-WAIT_S = 5.0
 PAGE = 4096
 RW = 0x3
 PRIVATE_ANON = 0x02 | 0x20
@@ -66,61 +57,19 @@ async def numa_machine(data_dir: Path) -> AsyncIterator[Machine]:
     """Policy, zone and MMU (no swap) on numa with 64 MiB, overcommit_memory
     = 1 and panic_on_oom = 1 in force at the MMU and the zone."""
     profile: MachineProfile = load_profile("numa", mem="64M")
-    async with running_policy(PolicyConfig(profile, UNREACHABLE, ADMIN)) as policy:
-        zone = await start_server(
-            zone_service(ZoneConfig(profile, UNREACHABLE, policy.running.address), LocalBuddy()),
-            "127.0.0.1:0",
-            None,
+    async with (
+        running_policy(PolicyConfig(profile, UNREACHABLE, ADMIN)) as policy,
+        running_servers(profile, data_dir, policy_address=policy.running.address) as servers,
+    ):
+        m = Machine(policy, servers.zone, servers.mmu_stub, servers.mmu, servers.mmu_channel)
+        await policy.client.set_sysctls(
+            ["vm.overcommit_memory=1", "vm.panic_on_oom=1"], admin_token=ADMIN
         )
-        mmu = await start_server(
-            mmu_service(
-                MmuConfig(
-                    profile,
-                    zone.address,
-                    swap_bytes=0,
-                    data_dir=data_dir,
-                    policy_address=policy.running.address,
-                )
-            ),
-            "127.0.0.1:0",
-            None,
+        await until(
+            lambda: m.mmu.GetStats(mmu_pb.GetStatsRequest()),
+            lambda stats: stats.overcommit_memory == 1,
         )
-        zone_channel, mmu_channel = open_channel(zone.address), open_channel(mmu.address)
-        try:
-            m = Machine(
-                policy,
-                ZoneClient(zone_channel),
-                mmu_pb2_grpc.MmuStub(mmu_channel),
-                MmuClient(mmu_channel),
-                mmu_channel,
-            )
-            await policy.client.set_sysctls(
-                ["vm.overcommit_memory=1", "vm.panic_on_oom=1"], admin_token=ADMIN
-            )
-            await until(
-                lambda: m.mmu.GetStats(mmu_pb.GetStatsRequest()),
-                lambda stats: stats.overcommit_memory == 1,
-            )
-            yield m
-        finally:
-            await mmu_channel.close(None)
-            await zone_channel.close(None)
-            await mmu.stop(0)  # before zone, as the MMU is zone's reclaimer
-            await zone.stop(0)
-
-
-async def until(
-    read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], seconds: float = WAIT_S
-) -> Any:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while True:
-        value = await asyncio.wait_for(read(), seconds)
-        if done(value) or loop.time() >= end:
-            break
-        await asyncio.sleep(0.02)
-    assert done(value), f"not reached in {seconds} s: {value!r}"
-    return value
+        yield m
 
 
 async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:

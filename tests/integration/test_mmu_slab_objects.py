@@ -13,19 +13,10 @@ from typing import TYPE_CHECKING
 import pytest_asyncio
 
 from memsim.mmu.v1 import mmu_pb2 as pb
-from memsim.mmu.v1 import mmu_pb2_grpc
 from memsim.profiles.loader import load_profile
-from memsim.runtime.channel import open_channel
-from memsim.runtime.server import start_server
-from memsim.services.mmu.config import MmuConfig
-from memsim.services.mmu.server import mmu_service
 from memsim.services.slab.client import SlabClient
-from memsim.services.slab.config import SlabConfig
-from memsim.services.slab.server import slab_service
 from memsim.services.zone.client import ZoneClient
-from memsim.services.zone.config import ZoneConfig
-from memsim.services.zone.server import zone_service
-from tests.integration.conftest import BuddyHarness
+from tests.integration.conftest import BuddyHarness, running_servers
 
 if TYPE_CHECKING:
     from memsim.mmu.v1.mmu_pb2_grpc import MmuAsyncStub
@@ -50,22 +41,10 @@ class Machine:
 @contextlib.asynccontextmanager
 async def machine_with_slab(buddy: BuddyHarness, data_dir: Path) -> AsyncIterator[Machine]:
     profile = load_profile("x86_32", mem="64M")
-    zone = await start_server(
-        zone_service(ZoneConfig(profile, buddy.running.address)), "127.0.0.1:0", None
-    )
-    slab = await start_server(slab_service(SlabConfig(profile, zone.address)), "127.0.0.1:0", None)
-    config = MmuConfig(profile, zone.address, data_dir=data_dir, slab_address=slab.address)
-    mmu = await start_server(mmu_service(config), "127.0.0.1:0", None)
-    channels = [open_channel(a) for a in (mmu.address, slab.address, zone.address)]
-    try:
-        yield Machine(
-            mmu_pb2_grpc.MmuStub(channels[0]), SlabClient(channels[1]), ZoneClient(channels[2])
-        )
-    finally:
-        for channel in channels:
-            await channel.close(None)
-        for server in (mmu, slab, zone):  # each before the one it asks
-            await server.stop(0)
+    async with running_servers(
+        profile, data_dir, buddy_address=buddy.running.address, slab=True
+    ) as servers:
+        yield Machine(servers.mmu_stub, servers.slab, servers.zone)
 
 
 @pytest_asyncio.fixture

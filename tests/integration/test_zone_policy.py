@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,14 +19,11 @@ import pytest
 
 from memsim.common.v1 import common_pb2
 from memsim.mmu.v1 import mmu_pb2 as mmu_pb
-from memsim.mmu.v1 import mmu_pb2_grpc
 from memsim.policy.v1 import policy_pb2 as policy_pb
 from memsim.profiles.loader import MachineProfile, load_profile
 from memsim.runtime.channel import open_channel
 from memsim.runtime.server import RunningServer, start_server
 from memsim.services.buddy.local import LocalBuddy
-from memsim.services.mmu.config import MmuConfig
-from memsim.services.mmu.server import mmu_service
 from memsim.services.policy.badness import Task
 from memsim.services.policy.config import PolicyConfig
 from memsim.services.policy.ports import TaskSource
@@ -37,9 +34,9 @@ from memsim.services.zone.machine import Machine
 from memsim.services.zone.server import zone_service
 from memsim.zone.v1 import zone_pb2 as zone_pb
 from memsim.zone.v1 import zone_pb2_grpc
+from tests.integration.conftest import UNREACHABLE, running_servers, until
 from tests.integration.policy_fixtures import (
     ADMIN,
-    UNREACHABLE,
     FakeTasks,
     PolicyHarness,
     running_policy,
@@ -50,7 +47,6 @@ if TYPE_CHECKING:
     from memsim.zone.v1.zone_pb2_grpc import ZoneAllocatorAsyncStub
 
 PANIC_PREFIX = "Kernel panic - not syncing: "
-WAIT_S = 5.0  # how long a watch may take to reach the zone
 CALL_S = 30.0
 PAGE = 4096
 RW = 0x3
@@ -104,21 +100,6 @@ def watchers(policy: PolicyHarness) -> Awaitable[float]:
         return policy.registry.get_sample_value("memsim_policy_sysctl_watchers") or 0.0
 
     return read()
-
-
-async def until(
-    read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], seconds: float = WAIT_S
-) -> Any:
-    """Polls read() until done(value), for at most `seconds`; the last value."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while True:
-        value = await asyncio.wait_for(read(), seconds)
-        if done(value) or loop.time() >= end:
-            break
-        await asyncio.sleep(0.02)
-    assert done(value), f"not reached in {seconds} s: {value!r}"
-    return value
 
 
 def marks(info: zone_pb.GetZoneInfoResponse) -> dict[tuple[int, str], tuple[Any, ...]]:
@@ -388,33 +369,11 @@ class FullMachine:
 async def full_machine(profile: MachineProfile, data_dir: Path) -> AsyncIterator[FullMachine]:
     """Policy, zone (over an in-process buddy) and MMU, no swap; the MMU
     tells the policy where it is at start (ConnectTaskSource)."""
-    async with running_policy(PolicyConfig(profile, UNREACHABLE, ADMIN)) as policy:
-        zone = await start_server(
-            zone_service(ZoneConfig(profile, UNREACHABLE, policy.running.address), LocalBuddy()),
-            "127.0.0.1:0",
-            None,
-        )
-        mmu = await start_server(
-            mmu_service(
-                MmuConfig(
-                    profile,
-                    zone.address,
-                    swap_bytes=0,
-                    data_dir=data_dir,
-                    policy_address=policy.running.address,
-                )
-            ),
-            "127.0.0.1:0",
-            None,
-        )
-        zone_channel, mmu_channel = open_channel(zone.address), open_channel(mmu.address)
-        try:
-            yield FullMachine(policy, ZoneClient(zone_channel), mmu_pb2_grpc.MmuStub(mmu_channel))
-        finally:
-            await mmu_channel.close(None)
-            await zone_channel.close(None)
-            await mmu.stop(0)  # before zone, as the MMU is zone's reclaimer
-            await zone.stop(0)
+    async with (
+        running_policy(PolicyConfig(profile, UNREACHABLE, ADMIN)) as policy,
+        running_servers(profile, data_dir, policy_address=policy.running.address) as servers,
+    ):
+        yield FullMachine(policy, servers.zone, servers.mmu_stub)
 
 
 async def spawn(m: FullMachine, name: str, mapping_bytes: int) -> tuple[mmu_pb.Caller, int]:

@@ -13,33 +13,30 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from memsim.profiles.loader import load_profile
 from memsim.services.buddy.local import LocalBuddy
 from memsim.services.zone import gfp as g
 from memsim.services.zone.allocator import ZoneAllocator
 from memsim.services.zone.errors import InvalidRequest, OutOfMemory
-from memsim.services.zone.machine import Machine, Zone
-from memsim.services.zone.ports import Constraint, OomVerdict, ShrinkResult
+from memsim.services.zone.machine import Zone
+from memsim.services.zone.ports import CONSTRAINT_CPUSET, CONSTRAINT_NONE
+from tests.unit.zone_fakes import (
+    DEADLINE_S,
+    RecordingOom,
+    ZoneRecorder,
+    booted,
+    free_by_zone,
+    take_until_refused,
+    zone_of,
+)
 
 PID = 7
-DEADLINE_S = 2.0
 NODE1 = (1, "DMA32")
 
 
 @pytest_asyncio.fixture
 async def numa() -> AsyncIterator[ZoneAllocator]:
-    allocator = ZoneAllocator(Machine(load_profile("numa", mem="64M")), LocalBuddy())
-    await allocator.boot()
-    try:
+    async with booted("numa", mem="64M") as allocator:
         yield allocator
-    finally:
-        await allocator.stop()
-
-
-def zone_of(allocator: ZoneAllocator, pfn: int) -> tuple[int, str]:
-    zone = allocator.machine.zone_of_pfn(pfn)
-    assert zone is not None
-    return zone.key
 
 
 async def take(
@@ -59,48 +56,7 @@ async def take(
 async def fill(
     allocator: ZoneAllocator, gfp_mask: int, nodes: tuple[int, ...], cpu: int = 0
 ) -> list[int]:
-    pages: list[int] = []
-    while True:
-        try:
-            pages += await take(allocator, gfp_mask, 256, nodes, cpu)
-        except OutOfMemory:
-            return pages
-
-
-def free_by_zone(allocator: ZoneAllocator) -> dict[tuple[int, str], int]:
-    return {key: z.free_pages + z.pcp_pages for key, z in allocator.machine.zones.items()}
-
-
-class RecordingOom:
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, int, int, tuple[int, ...]]] = []
-
-    async def out_of_memory(
-        self,
-        gfp_mask: int,
-        order: int,
-        pid: int,
-        nodes: tuple[int, ...],
-        constraint: Constraint | None = None,
-    ) -> OomVerdict:
-        self.calls.append((gfp_mask, order, pid, nodes))
-        return OomVerdict("give_up")
-
-
-class ZoneRecorder:
-    """A reclaimer that frees nothing and says which zones it was asked about."""
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[int, str, bool]] = []
-
-    async def drain_cache(self) -> int:
-        return 0
-
-    async def shrink_zone(
-        self, node: int, zone: str, nr_to_reclaim: int, gfp_mask: int, priority: int, kswapd: bool
-    ) -> ShrinkResult:
-        self.asked.append((node, zone, kswapd))
-        return ShrinkResult(0, 0)
+    return await take_until_refused(lambda: take(allocator, gfp_mask, 256, nodes, cpu))
 
 
 async def test_a_process_held_to_node_1_gets_user_pages_only_there(
@@ -134,14 +90,14 @@ async def test_a_full_cpuset_does_not_spill_user_pages_and_its_oom_is_constraine
     with pytest.raises(OutOfMemory):
         await take(numa, g.GFP_HIGHUSER_MOVABLE, 1, (1,))
     # constrained_alloc: CONSTRAINT_CPUSET, the killer told of node 1.
-    assert oom.calls == [(g.GFP_HIGHUSER_MOVABLE, 0, PID, (1,))]
+    assert oom.calls == [(g.GFP_HIGHUSER_MOVABLE, 0, PID, (1,), CONSTRAINT_CPUSET)]
     assert {k: v for k, v in free_by_zone(numa).items() if k[0] == 0} == node0_free
     # A process allowed every node (empty, or both listed) is served from node 0,
     # and when it runs out its OOM is unconstrained.
     assert {zone_of(numa, p)[0] for p in await take(numa, g.GFP_HIGHUSER_MOVABLE, 5, ())} == {0}
     assert {zone_of(numa, p)[0] for p in await take(numa, g.GFP_HIGHUSER_MOVABLE, 5, (0, 1))} == {0}
     await fill(numa, g.GFP_HIGHUSER_MOVABLE, (0, 1))
-    assert oom.calls[-1] == (g.GFP_HIGHUSER_MOVABLE, 0, PID, ())
+    assert oom.calls[-1] == (g.GFP_HIGHUSER_MOVABLE, 0, PID, (), CONSTRAINT_NONE)
 
 
 async def test_kernel_allocations_are_softwall_they_may_leave_the_cpuset(
@@ -159,7 +115,7 @@ async def test_kernel_allocations_are_softwall_they_may_leave_the_cpuset(
     numa.oom = oom
     await fill(numa, g.GFP_KERNEL, (1,))
     assert oom.calls
-    assert all(nodes == () for _, _, _, nodes in oom.calls)
+    assert all(nodes == () for _, _, _, nodes, _ in oom.calls)
 
 
 async def test_direct_reclaim_and_kswapd_stay_in_the_cpuset(numa: ZoneAllocator) -> None:
@@ -196,13 +152,9 @@ async def test_a_node_the_machine_lacks_is_invalid_and_changes_nothing(
 
 
 async def test_a_single_node_machine_treats_node_0_as_every_node() -> None:
-    allocator = ZoneAllocator(Machine(load_profile("nommu")), LocalBuddy())
-    await allocator.boot()
-    try:
+    async with booted("nommu") as allocator:
         got = await allocator.alloc_pages(g.GFP_KERNEL, 0, 1, 0, nodes=(0,))
         zone: Zone = got[0].zone
         assert zone.key == (0, "Normal")
         with pytest.raises(InvalidRequest):
             await allocator.alloc_pages(g.GFP_KERNEL, 0, 1, 0, nodes=(1,))
-    finally:
-        await allocator.stop()

@@ -10,16 +10,14 @@ has DMA (1992 managed pages) and DMA32 (4040), node 1 DMA32 (8080); CPUs 0,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from memsim.policy.v1 import policy_pb2 as policy_pb
-from memsim.profiles.loader import load_profile
 from memsim.services.buddy.local import LocalBuddy
-from memsim.services.policy.client import PolicyClient
 from memsim.services.zone import gfp as g
 from memsim.services.zone.allocator import ZoneAllocator
 from memsim.services.zone.cpuset import (
@@ -30,38 +28,32 @@ from memsim.services.zone.cpuset import (
     policy_zone,
 )
 from memsim.services.zone.errors import InvalidRequest, OutOfMemory
-from memsim.services.zone.machine import Machine
 from memsim.services.zone.oom_client import PolicyOom
 from memsim.services.zone.ports import (
     CONSTRAINT_CPUSET,
     CONSTRAINT_MEMORY_POLICY,
     CONSTRAINT_NONE,
-    Constraint,
     OomVerdict,
-    ShrinkResult,
+)
+from tests.unit.zone_fakes import (
+    DEADLINE_S,
+    RecordingOom,
+    ScriptedPolicy,
+    ZoneRecorder,
+    booted,
+    free_by_zone,
+    take_until_refused,
+    zone_of,
 )
 
 PID = 7
-DEADLINE_S = 2.0
 NODE0_DMA, NODE0_DMA32, NODE1 = (0, "DMA"), (0, "DMA32"), (1, "DMA32")
-
-OomCall = tuple[int, int, int, tuple[int, ...], Constraint | None]
 
 
 @pytest_asyncio.fixture
 async def numa() -> AsyncIterator[ZoneAllocator]:
-    allocator = ZoneAllocator(Machine(load_profile("numa", mem="64M")), LocalBuddy())
-    await allocator.boot()
-    try:
+    async with booted("numa", mem="64M") as allocator:
         yield allocator
-    finally:
-        await allocator.stop()
-
-
-def zone_of(allocator: ZoneAllocator, pfn: int) -> tuple[int, str]:
-    zone = allocator.machine.zone_of_pfn(pfn)
-    assert zone is not None
-    return zone.key
 
 
 async def take(
@@ -90,52 +82,11 @@ async def take(
 async def fill(
     allocator: ZoneAllocator, gfp_mask: int, bind: tuple[int, ...], nodes: tuple[int, ...] = ()
 ) -> list[int]:
-    pages: list[int] = []
-    while True:
-        try:
-            pages += await take(allocator, gfp_mask, 256, bind, nodes)
-        except OutOfMemory:
-            return pages
-
-
-def free_by_zone(allocator: ZoneAllocator) -> dict[tuple[int, str], int]:
-    return {key: z.free_pages + z.pcp_pages for key, z in allocator.machine.zones.items()}
+    return await take_until_refused(lambda: take(allocator, gfp_mask, 256, bind, nodes))
 
 
 def node0_free(allocator: ZoneAllocator) -> dict[tuple[int, str], int]:
     return {k: v for k, v in free_by_zone(allocator).items() if k[0] == 0}
-
-
-class RecordingOom:
-    def __init__(self) -> None:
-        self.calls: list[OomCall] = []
-
-    async def out_of_memory(
-        self,
-        gfp_mask: int,
-        order: int,
-        pid: int,
-        nodes: tuple[int, ...],
-        constraint: Constraint | None = None,
-    ) -> OomVerdict:
-        self.calls.append((gfp_mask, order, pid, nodes, constraint))
-        return OomVerdict("give_up")
-
-
-class ZoneRecorder:
-    """A reclaimer that frees nothing and says which zones it was asked about."""
-
-    def __init__(self) -> None:
-        self.asked: list[tuple[int, str, bool]] = []
-
-    async def drain_cache(self) -> int:
-        return 0
-
-    async def shrink_zone(
-        self, node: int, zone: str, nr_to_reclaim: int, gfp_mask: int, priority: int, kswapd: bool
-    ) -> ShrinkResult:
-        self.asked.append((node, zone, kswapd))
-        return ShrinkResult(0, 0)
 
 
 def test_bind_zonelist_and_policy_zone_as_2_6_24_builds_them(numa: ZoneAllocator) -> None:
@@ -287,25 +238,6 @@ def test_constrained_alloc_follows_the_kernels_order(numa: ZoneAllocator) -> Non
         CONSTRAINT_MEMORY_POLICY,
         (0,),
     )
-
-
-class ScriptedPolicy(PolicyClient):
-    """PolicyClient's OutOfMemory without a channel: records the requests."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[int, int, int, int, tuple[int, ...]]] = []
-
-    async def out_of_memory(
-        self,
-        gfp_mask: int,
-        order: int = 0,
-        pid: int = 0,
-        constraint: policy_pb.Constraint.ValueType = policy_pb.CONSTRAINT_NONE,
-        nodemask: Iterable[int] = (),
-        memcg: str = "",
-    ) -> policy_pb.OutOfMemoryResponse:
-        self.requests.append((gfp_mask, order, pid, constraint, tuple(nodemask)))
-        return policy_pb.OutOfMemoryResponse(decision=policy_pb.OOM_DECISION_KILLED, victim_pid=pid)
 
 
 async def test_the_policy_client_carries_the_constraint_and_the_nodemask() -> None:

@@ -7,7 +7,7 @@ fails at once on a full machine."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -15,43 +15,36 @@ import pytest
 import pytest_asyncio
 
 from memsim.policy.v1 import policy_pb2 as policy_pb
-from memsim.profiles.loader import load_profile
 from memsim.services.buddy.local import LocalBuddy
-from memsim.services.policy.client import PolicyClient
 from memsim.services.zone import gfp as g
 from memsim.services.zone.allocator import ZoneAllocator
 from memsim.services.zone.errors import Halted, KillerUnavailable, OutOfMemory
-from memsim.services.zone.machine import Machine
 from memsim.services.zone.oom_client import PolicyOom
-from memsim.services.zone.ports import Constraint, OomVerdict
+from memsim.services.zone.ports import CONSTRAINT_NONE, OomVerdict
+from tests.unit.zone_fakes import (
+    DEADLINE_S,
+    RecordingOom,
+    ScriptedPolicy,
+    booted,
+    take_until_refused,
+)
 
 VICTIM, CALLER, BYSTANDER = 10, 20, 30
 PANIC = "Kernel panic - not syncing: Out of memory and no killable processes..."
-DEADLINE_S = 2.0
-
-OomCall = tuple[int, int, int, tuple[int, ...]]
 
 
-class FakeOom:
+class FakeOom(RecordingOom):
     """The policy service's OutOfMemory in process: answers the scripted
     verdicts in turn (then give_up), and a kill frees what the test said the
     victim holds, before the verdict comes back (the victim's exit)."""
 
     def __init__(self, allocator: ZoneAllocator, script: list[OomVerdict]) -> None:
+        super().__init__()
         self.allocator = allocator
         self.script = list(script)
         self.holdings: dict[int, list[int]] = {}
-        self.calls: list[OomCall] = []
 
-    async def out_of_memory(
-        self,
-        gfp_mask: int,
-        order: int,
-        pid: int,
-        nodes: tuple[int, ...],
-        constraint: Constraint | None = None,
-    ) -> OomVerdict:
-        self.calls.append((gfp_mask, order, pid, nodes))
+    async def verdict(self) -> OomVerdict:
         verdict = self.script.pop(0) if self.script else OomVerdict("give_up")
         for victim in verdict.killed:
             pages = self.holdings.pop(victim, [])
@@ -63,12 +56,8 @@ class FakeOom:
 @pytest_asyncio.fixture
 async def nommu() -> AsyncIterator[ZoneAllocator]:
     # One Normal zone: 1776 managed pages, watermarks 90/112/135, pcp high 0.
-    allocator = ZoneAllocator(Machine(load_profile("nommu")), LocalBuddy())
-    await allocator.boot()
-    try:
+    async with booted("nommu") as allocator:
         yield allocator
-    finally:
-        await allocator.stop()
 
 
 async def take(
@@ -81,12 +70,7 @@ async def take(
 async def fill(allocator: ZoneAllocator, pid: int, gfp_mask: int = g.GFP_KERNEL) -> list[int]:
     """pid's pages, taken until the zone refuses (no killer yet)."""
     assert allocator.oom is None
-    pages: list[int] = []
-    while True:
-        try:
-            pages += await take(allocator, gfp_mask, 64, pid)
-        except OutOfMemory:
-            return pages
+    return await take_until_refused(lambda: take(allocator, gfp_mask, 64, pid))
 
 
 def zone_state(allocator: ZoneAllocator) -> Any:
@@ -111,7 +95,7 @@ async def test_killed_with_memory_freed_the_allocation_succeeds(nommu: ZoneAlloc
     before, failures = normal.free_pages, len(nommu.failures)
     pages = await take(nommu, g.GFP_KERNEL, pid=CALLER)
     assert len(pages) == 1
-    assert oom.calls == [(g.GFP_KERNEL, 0, CALLER, ())]
+    assert oom.calls == [(g.GFP_KERNEL, 0, CALLER, (), CONSTRAINT_NONE)]
     assert nommu.oom_rounds == {"killed": 1}
     assert nommu.oom_killed == {VICTIM}
     assert normal.free_pages > before + 1500  # the victim's pages are back
@@ -121,7 +105,7 @@ async def test_killed_with_memory_freed_the_allocation_succeeds(nommu: ZoneAlloc
 async def test_wait_then_killed_succeeds_after_two_rounds(nommu: ZoneAllocator) -> None:
     oom = await full_with_killer(nommu, [OomVerdict("wait"), OomVerdict("killed", (VICTIM,))])
     assert len(await take(nommu, g.GFP_HIGHUSER_MOVABLE, pid=CALLER)) == 1
-    assert oom.calls == [(g.GFP_HIGHUSER_MOVABLE, 0, CALLER, ())] * 2
+    assert oom.calls == [(g.GFP_HIGHUSER_MOVABLE, 0, CALLER, (), CONSTRAINT_NONE)] * 2
     assert nommu.oom_rounds == {"wait": 1, "killed": 1}
 
 
@@ -134,7 +118,7 @@ async def test_each_round_that_frees_nothing_calls_the_killer_again(
         nommu, [OomVerdict("killed", (BYSTANDER,)), OomVerdict("killed", (VICTIM,))]
     )
     assert len(await take(nommu, g.GFP_KERNEL, pid=CALLER)) == 1
-    assert [pid for _, _, pid, _ in oom.calls] == [CALLER, CALLER]
+    assert [pid for _, _, pid, _, _ in oom.calls] == [CALLER, CALLER]
     assert nommu.oom_killed == {BYSTANDER, VICTIM}
 
 
@@ -162,7 +146,7 @@ async def test_give_up_fails_and_allocates_nothing(nommu: ZoneAllocator) -> None
     with pytest.raises(OutOfMemory, match=r"page allocation failure\. order:0"):
         await take(nommu, g.GFP_KERNEL, pid=CALLER)
     assert zone_state(nommu) == before
-    assert oom.calls == [(g.GFP_KERNEL, 0, CALLER, ())]
+    assert oom.calls == [(g.GFP_KERNEL, 0, CALLER, (), CONSTRAINT_NONE)]
     assert nommu.oom_rounds == {"give_up": 1}
     assert nommu.failures[-1] == "memsim: page allocation failure. order:0, mode:0xd0"
 
@@ -193,20 +177,14 @@ async def test_a_panic_mid_bulk_gives_back_the_blocks_already_taken(
     assert len(oom.calls) == 1
 
 
-class StuckOom:
+class StuckOom(RecordingOom):
     """A killer that never answers (a policy service hung): the caller gives up."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.called = asyncio.Event()
 
-    async def out_of_memory(
-        self,
-        gfp_mask: int,
-        order: int,
-        pid: int,
-        nodes: tuple[int, ...],
-        constraint: Constraint | None = None,
-    ) -> OomVerdict:
+    async def verdict(self) -> OomVerdict:
         self.called.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -262,7 +240,7 @@ async def test_past_page_alloc_costly_order_the_killer_is_not_called(
     # PAGE_ALLOC_COSTLY_ORDER itself still is worth a kill.
     (pfn,) = await take(nommu, g.GFP_KERNEL, pid=CALLER, order=g.PAGE_ALLOC_COSTLY_ORDER)
     assert pfn % (1 << g.PAGE_ALLOC_COSTLY_ORDER) == 0
-    assert oom.calls == [(g.GFP_KERNEL, g.PAGE_ALLOC_COSTLY_ORDER, CALLER, ())]
+    assert oom.calls == [(g.GFP_KERNEL, g.PAGE_ALLOC_COSTLY_ORDER, CALLER, (), CONSTRAINT_NONE)]
 
 
 @pytest.mark.parametrize(
@@ -306,29 +284,6 @@ async def test_without_an_oom_port_reclaim_failure_is_out_of_memory(
 
 
 # -- the policy client's answers ----------------------------------------------------------
-
-
-class ScriptedPolicy(PolicyClient):
-    """PolicyClient's OutOfMemory without a channel: records the requests and
-    answers (or fails) as told."""
-
-    def __init__(self, answer: policy_pb.OutOfMemoryResponse | grpc.aio.AioRpcError) -> None:
-        self.answer = answer
-        self.requests: list[tuple[int, int, int, int, tuple[int, ...]]] = []
-
-    async def out_of_memory(
-        self,
-        gfp_mask: int,
-        order: int = 0,
-        pid: int = 0,
-        constraint: policy_pb.Constraint.ValueType = policy_pb.CONSTRAINT_NONE,
-        nodemask: Iterable[int] = (),
-        memcg: str = "",
-    ) -> policy_pb.OutOfMemoryResponse:
-        self.requests.append((gfp_mask, order, pid, constraint, tuple(nodemask)))
-        if isinstance(self.answer, grpc.aio.AioRpcError):
-            raise self.answer
-        return self.answer
 
 
 def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:

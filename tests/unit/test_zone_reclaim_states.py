@@ -18,17 +18,14 @@ from memsim.services.zone.allocator import ZoneAllocator
 from memsim.services.zone.errors import OutOfMemory
 from memsim.services.zone.machine import DEF_PRIORITY, Machine
 from memsim.services.zone.ports import ShrinkResult
+from tests.unit.zone_fakes import booted
 
 
 @pytest_asyncio.fixture
 async def nommu() -> AsyncIterator[ZoneAllocator]:
     # One Normal zone: 1776 managed pages, watermarks 90/112/135, pcp high 0.
-    allocator = ZoneAllocator(Machine(load_profile("nommu")), LocalBuddy())
-    await allocator.boot()
-    try:
+    async with booted("nommu") as allocator:
         yield allocator
-    finally:
-        await allocator.stop()
 
 
 async def take(allocator: ZoneAllocator, gfp_mask: int, count: int, cpu: int = 0) -> list[int]:

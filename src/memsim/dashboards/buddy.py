@@ -15,6 +15,7 @@ from memsim.dashboards.common import (
     build,
     new_dashboard,
     oom_kill_annotation,
+    rate_panel,
     timeseries_panel,
 )
 
@@ -30,8 +31,8 @@ def dashboard() -> Dashboard:
         TITLE,
         "One buddy arena per zone: free blocks per order (/proc/buddyinfo), "
         "fragmentation indices, splits and merges, per-CPU lists.",
+        oom_kill_annotation(),
     )
-    d = d.annotation(oom_kill_annotation())
     d = d.with_panel(
         timeseries_panel(
             "Free blocks per order and zone",
@@ -91,7 +92,7 @@ def dashboard() -> Dashboard:
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "Splits and merges per second",
             "Blocks split in two by expand() and blocks merged with their free buddy.",
             [
@@ -104,11 +105,10 @@ def dashboard() -> Dashboard:
                     "{{zone}} merges",
                 ),
             ],
-            unit="ops",
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "Allocations and frees per second by order",
             "Blocks handed out and given back by the arenas, per order.",
             [
@@ -121,11 +121,10 @@ def dashboard() -> Dashboard:
                     "free order {{order}}",
                 ),
             ],
-            unit="ops",
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "Per-CPU list hits and refills per second",
             "Order-0 allocations served from a zone's per-CPU list (hit) and those that "
             "first refilled the list from buddy in a batch (refill).",
@@ -136,11 +135,10 @@ def dashboard() -> Dashboard:
                     "{{zone}} {{result}}",
                 )
             ],
-            unit="ops",
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "MMU frame cache hits and refills per second",
             "Frame requests of the MMU served from its own per-CPU lists (hit) or by a "
             "batch from the zone service (refill).",
@@ -150,7 +148,6 @@ def dashboard() -> Dashboard:
                     "{{result}}",
                 )
             ],
-            unit="ops",
         )
     )
     d = d.with_panel(
@@ -165,7 +162,7 @@ def dashboard() -> Dashboard:
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "Failed allocations per second",
             "Allocations that found no free block of the order or larger.",
             [
@@ -175,7 +172,6 @@ def dashboard() -> Dashboard:
                     ORDER_LEGEND,
                 )
             ],
-            unit="ops",
         )
     )
     d = d.with_panel(

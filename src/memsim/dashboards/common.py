@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from grafana_foundation_sdk.builders import bargauge, prometheus, stat, timeseries
 from grafana_foundation_sdk.builders import common as common_builders
@@ -62,6 +63,24 @@ def _ref_ids(queries: Sequence[Query]) -> list[str]:
     return [chr(ord("A") + i) for i in range(len(queries))]
 
 
+_Panel = TypeVar("_Panel", timeseries.Panel, bargauge.Panel, stat.Panel)
+
+
+def _panel(
+    panel: _Panel, title: str, description: str, unit: str, width: int, height: int
+) -> _Panel:
+    """What every panel has: its title and description, the data source, the
+    unit of its values, its size."""
+    return (
+        panel.title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .span(width)
+        .height(height)
+    )
+
+
 def timeseries_panel(
     title: str,
     description: str,
@@ -78,13 +97,7 @@ def timeseries_panel(
     """A graph over time; `dashed` is a regexp of series drawn as dashed lines
     (limits and watermarks against the values they bound)."""
     panel = (
-        timeseries.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit(unit)
-        .span(width)
-        .height(height)
+        _panel(timeseries.Panel(), title, description, unit, width, height)
         .fill_opacity(25 if stack else 10)
         .line_width(1)
         .legend(
@@ -125,6 +138,13 @@ def timeseries_panel(
     return panel
 
 
+def rate_panel(
+    title: str, description: str, queries: Sequence[Query], *, width: int = 12
+) -> timeseries.Panel:
+    """A graph of events per second."""
+    return timeseries_panel(title, description, queries, unit="ops", width=width)
+
+
 def bars_panel(
     title: str,
     description: str,
@@ -136,13 +156,7 @@ def bars_panel(
 ) -> bargauge.Panel:
     """Horizontal bars of the latest values (instant queries): rankings."""
     panel = (
-        bargauge.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit(unit)
-        .span(width)
-        .height(height)
+        _panel(bargauge.Panel(), title, description, unit, width, height)
         .min(0)
         .orientation(common_models.VizOrientation.HORIZONTAL)
         .display_mode(common_models.BarGaugeDisplayMode.GRADIENT)
@@ -169,13 +183,7 @@ def stat_panel(
     if red_from is not None:
         steps.append(dashboard_models.Threshold(value=red_from, color="red"))
     return (
-        stat.Panel()
-        .title(title)
-        .description(description)
-        .datasource(DATASOURCE)
-        .unit(unit)
-        .span(width)
-        .height(height)
+        _panel(stat.Panel(), title, description, unit, width, height)
         .graph_mode(common_models.BigValueGraphMode.AREA)
         .color_mode(common_models.BigValueColorMode.VALUE)
         .reduce_options(common_builders.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
@@ -209,10 +217,13 @@ def panic_annotation() -> dashboard_builders.AnnotationQuery:
     return annotation("Kernel panic", f"memsim_policy_panicked{{{POLICY}}} > 0", "purple")
 
 
-def new_dashboard(uid: str, title: str, description: str) -> dashboard_builders.Dashboard:
+def new_dashboard(
+    uid: str, title: str, description: str, *annotations: dashboard_builders.AnnotationQuery
+) -> dashboard_builders.Dashboard:
     """A dashboard with memsim's defaults: last 30 minutes, refreshed every
-    10 s, shared crosshair, links to the other memsim dashboards."""
-    return (
+    10 s, shared crosshair, links to the other memsim dashboards; and the
+    annotations given, in order."""
+    d = (
         dashboard_builders.Dashboard(title)
         .uid(uid)
         .description(description)
@@ -235,6 +246,9 @@ def new_dashboard(uid: str, title: str, description: str) -> dashboard_builders.
             .url("")
         )
     )
+    for query in annotations:
+        d = d.annotation(query)
+    return d
 
 
 def build(builder: dashboard_builders.Dashboard) -> dashboard_models.Dashboard:

@@ -16,6 +16,7 @@ from memsim.dashboards.common import (
     new_dashboard,
     oom_kill_annotation,
     panic_annotation,
+    rate_panel,
     stat_panel,
     timeseries_panel,
 )
@@ -32,8 +33,9 @@ def dashboard() -> Dashboard:
         UID,
         TITLE,
         "The simulated machine at a glance: zones, watermarks, commit, swap, reclaim, OOM kills.",
+        oom_kill_annotation(),
+        panic_annotation(),
     )
-    d = d.annotation(oom_kill_annotation()).annotation(panic_annotation())
 
     d = d.with_panel(
         stat_panel(
@@ -182,7 +184,7 @@ def dashboard() -> Dashboard:
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "Swap in and out",
             "Pages read from and written to swap per second (pswpin, pswpout).",
             [
@@ -191,24 +193,22 @@ def dashboard() -> Dashboard:
                     "{{direction}}",
                 )
             ],
-            unit="ops",
             width=8,
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "kswapd",
             "Wake-ups of kswapd by a zone below its low watermark, and its balancing runs.",
             [
                 Query(f"sum(rate(memsim_kswapd_wakeups_total{{{ZONE}}}[{RATE}]))", "wake-ups"),
                 Query(f"sum(rate(memsim_kswapd_runs_total{{{ZONE}}}[{RATE}]))", "runs"),
             ],
-            unit="ops",
             width=8,
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "Reclaim",
             "Pages scanned and stolen by kswapd and by direct reclaim, per zone, and "
             "allocation stalls (/proc/vmstat).",
@@ -219,12 +219,11 @@ def dashboard() -> Dashboard:
                     "{{item}}",
                 )
             ],
-            unit="ops",
             width=8,
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "Page allocations and frees",
             "Pages allocated from each zone type and pages freed, per second (pgalloc_*, pgfree).",
             [
@@ -234,7 +233,6 @@ def dashboard() -> Dashboard:
                     "{{item}}",
                 )
             ],
-            unit="ops",
             width=24,
         )
     )

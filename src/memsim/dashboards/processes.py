@@ -14,6 +14,7 @@ from memsim.dashboards.common import (
     build,
     new_dashboard,
     oom_kill_annotation,
+    rate_panel,
     timeseries_panel,
 )
 
@@ -29,8 +30,8 @@ def dashboard() -> Dashboard:
         UID,
         TITLE,
         "The simulated processes as ps and /proc/PID/status show them, and their faults.",
+        oom_kill_annotation(),
     )
-    d = d.annotation(oom_kill_annotation())
     d = d.with_panel(
         bars_panel(
             f"Top {TOP} processes by RSS",
@@ -46,7 +47,7 @@ def dashboard() -> Dashboard:
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "Page faults per second by kind",
             "minor: a frame found or zeroed; major: the page came back from swap; "
             "protection: a write to a read-only page (copy-on-write or SIGSEGV).",
@@ -56,7 +57,6 @@ def dashboard() -> Dashboard:
                     "{{kind}}",
                 )
             ],
-            unit="ops",
         )
     )
     d = d.with_panel(
@@ -88,15 +88,14 @@ def dashboard() -> Dashboard:
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "Commit refusals per second",
             "mmap, brk, mprotect, fork, exec and shmget refused by the overcommit check (ENOMEM).",
             [Query(f"sum(rate(memsim_mmu_commit_refusals_total{{{MMU}}}[{RATE}]))", "refusals")],
-            unit="ops",
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "OOM killer rounds by decision",
             "OutOfMemory rounds per second: killed a victim, waited for one dying, "
             "panicked, gave up.",
@@ -110,7 +109,6 @@ def dashboard() -> Dashboard:
                     "processes killed",
                 ),
             ],
-            unit="ops",
         )
     )
     d = d.with_panel(

@@ -3,6 +3,7 @@ kmalloc size classes and vmalloc."""
 
 from __future__ import annotations
 
+from grafana_foundation_sdk.builders import timeseries
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from memsim.dashboards.common import (
@@ -13,6 +14,7 @@ from memsim.dashboards.common import (
     build,
     new_dashboard,
     oom_kill_annotation,
+    rate_panel,
     timeseries_panel,
 )
 
@@ -28,13 +30,24 @@ def top(metric: str) -> str:
     return f"topk({TOP}, sum by (cache) ({metric}))"
 
 
+def top_caches_panel(
+    title: str, description: str, metric: str, *, counter: bool = False
+) -> timeseries.Panel:
+    """`metric` of the TOP caches with the most; a counter's per second."""
+    if counter:
+        query = Query(top(f"rate({metric}{{{SLAB}}}[{RATE}])"), "{{cache}}")
+        return rate_panel(f"{title}, top {TOP} caches", description, [query])
+    query = Query(top(f"{metric}{{{SLAB}}}"), "{{cache}}")
+    return timeseries_panel(f"{title}, top {TOP} caches", description, [query])
+
+
 def dashboard() -> Dashboard:
     d = new_dashboard(
         UID,
         TITLE,
         "kmem caches as /proc/slabinfo and slabtop show them, kmalloc's size classes, vmalloc.",
+        oom_kill_annotation(),
     )
-    d = d.annotation(oom_kill_annotation())
     d = d.with_panel(
         bars_panel(
             f"Top {TOP} caches by memory",
@@ -50,58 +63,46 @@ def dashboard() -> Dashboard:
             stack=True,
         )
     )
-    d = d.with_panel(
-        timeseries_panel(
-            f"Objects in use, top {TOP} caches",
+    for title, description, metric, counter in (
+        (
+            "Objects in use",
             "Active objects (slabinfo active_objs) of the caches with the most.",
-            [Query(top(f"memsim_slab_active_objects{{{SLAB}}}"), "{{cache}}")],
-        )
-    )
-    d = d.with_panel(
-        timeseries_panel(
-            f"Objects held, top {TOP} caches",
+            "memsim_slab_active_objects",
+            False,
+        ),
+        (
+            "Objects held",
             "Objects the caches' slabs hold, used or not (slabinfo num_objs).",
-            [Query(top(f"memsim_slab_objects{{{SLAB}}}"), "{{cache}}")],
-        )
-    )
-    d = d.with_panel(
-        timeseries_panel(
-            f"Object allocations per second, top {TOP} caches",
+            "memsim_slab_objects",
+            False,
+        ),
+        (
+            "Object allocations per second",
             "kmem_cache_alloc calls per second.",
-            [Query(top(f"rate(memsim_slab_allocations_total{{{SLAB}}}[{RATE}])"), "{{cache}}")],
-            unit="ops",
-        )
-    )
-    d = d.with_panel(
-        timeseries_panel(
-            f"Constructor calls per second, top {TOP} caches",
+            "memsim_slab_allocations_total",
+            True,
+        ),
+        (
+            "Constructor calls per second",
             "Constructor runs: once per object when a slab is grown (cache_grow), not per "
             "allocation.",
-            [
-                Query(
-                    top(f"rate(memsim_slab_constructor_calls_total{{{SLAB}}}[{RATE}])"),
-                    "{{cache}}",
-                )
-            ],
-            unit="ops",
-        )
-    )
-    d = d.with_panel(
-        timeseries_panel(
-            f"Slabs grown per second, top {TOP} caches",
+            "memsim_slab_constructor_calls_total",
+            True,
+        ),
+        (
+            "Slabs grown per second",
             "Slabs made by cache_grow, each taking pages from the zone allocator.",
-            [Query(top(f"rate(memsim_slab_slabs_grown_total{{{SLAB}}}[{RATE}])"), "{{cache}}")],
-            unit="ops",
-        )
-    )
-    d = d.with_panel(
-        timeseries_panel(
-            f"Object frees per second, top {TOP} caches",
+            "memsim_slab_slabs_grown_total",
+            True,
+        ),
+        (
+            "Object frees per second",
             "kmem_cache_free calls per second.",
-            [Query(top(f"rate(memsim_slab_frees_total{{{SLAB}}}[{RATE}])"), "{{cache}}")],
-            unit="ops",
-        )
-    )
+            "memsim_slab_frees_total",
+            True,
+        ),
+    ):
+        d = d.with_panel(top_caches_panel(title, description, metric, counter=counter))
     d = d.with_panel(
         bars_panel(
             "kmalloc size classes: objects in use",
@@ -119,7 +120,7 @@ def dashboard() -> Dashboard:
         )
     )
     d = d.with_panel(
-        timeseries_panel(
+        rate_panel(
             "kmalloc allocations per second by size class",
             "kmalloc calls per second, by the general cache that served them.",
             [
@@ -128,7 +129,6 @@ def dashboard() -> Dashboard:
                     "{{cache}}",
                 )
             ],
-            unit="ops",
         )
     )
     d = d.with_panel(

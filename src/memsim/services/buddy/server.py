@@ -63,8 +63,14 @@ class BuddyServicer(buddy_pb2_grpc.BuddyAllocatorServicer):
             raise InvalidRequest("arena.zone is empty: name the zone (DMA, Normal, ...)")
         return self.allocator.arena(ref.node, ref.zone)
 
-    def _selected(self, has_arena: bool, ref: common_pb2.ArenaRef) -> list[Arena]:
-        return [self._arena(ref)] if has_arena else self.allocator.select(None, None)
+    def _selected(
+        self,
+        request: pb.GetBuddyInfoRequest | pb.GetFragmentationRequest | pb.GetFreeBlocksRequest,
+    ) -> list[Arena]:
+        """The arena a request names, or every arena when it names none."""
+        if request.HasField("arena"):
+            return [self._arena(request.arena)]
+        return self.allocator.select(None, None)
 
     @translate
     async def CreateArena(
@@ -122,7 +128,7 @@ class BuddyServicer(buddy_pb2_grpc.BuddyAllocatorServicer):
     async def GetBuddyInfo(
         self, request: pb.GetBuddyInfoRequest, context: Context
     ) -> pb.GetBuddyInfoResponse:
-        arenas = self._selected(request.HasField("arena"), request.arena)
+        arenas = self._selected(request)
         return pb.GetBuddyInfoResponse(
             arenas=[
                 pb.ArenaBuddyInfo(
@@ -137,7 +143,7 @@ class BuddyServicer(buddy_pb2_grpc.BuddyAllocatorServicer):
     async def GetFragmentation(
         self, request: pb.GetFragmentationRequest, context: Context
     ) -> pb.GetFragmentationResponse:
-        arenas = self._selected(request.HasField("arena"), request.arena)
+        arenas = self._selected(request)
         return pb.GetFragmentationResponse(
             arenas=[
                 pb.ArenaFragmentation(
@@ -164,7 +170,7 @@ class BuddyServicer(buddy_pb2_grpc.BuddyAllocatorServicer):
     async def GetFreeBlocks(
         self, request: pb.GetFreeBlocksRequest, context: Context
     ) -> pb.GetFreeBlocksResponse:
-        arenas = self._selected(request.HasField("arena"), request.arena)
+        arenas = self._selected(request)
         return pb.GetFreeBlocksResponse(
             arenas=[
                 pb.ArenaFreeBlocks(

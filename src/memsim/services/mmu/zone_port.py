@@ -70,7 +70,30 @@ def _raise_halted(exc: grpc.aio.AioRpcError) -> None:
         raise MachineHalted(exc.details() or "Kernel panic") from None
 
 
-class GrpcZone:
+class _ZoneAdapter:
+    """What both adapters do the same way over their zone's free call: frees
+    of single pages and of blocks, and alloc's all or none."""
+
+    async def _free_blocks(self, blocks: list[tuple[int, int]], cpu: int, cold: bool) -> None:
+        raise NotImplementedError
+
+    async def free(self, pfns: Iterable[int], cpu: int, cold: bool = False) -> None:
+        blocks = [(pfn, 0) for pfn in pfns]
+        if blocks:
+            await self._free_blocks(blocks, cpu, cold)
+
+    async def free_block(self, pfn: int, order: int, cpu: int) -> None:
+        await self._free_blocks([(pfn, order)], cpu, False)
+
+    async def _all_or_none(self, got: list[int], count: int, cpu: int) -> list[int]:
+        """The frames got if they are count or more; else they go back: NoMemory."""
+        if len(got) < count:
+            await self.free(got, cpu)
+            raise NoMemory(f"the zone allocator had {len(got)} of {count} frames")
+        return got
+
+
+class GrpcZone(_ZoneAdapter):
     def __init__(self, client: ZoneClient) -> None:
         self.client = client
 
@@ -104,15 +127,10 @@ class GrpcZone:
             if exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise NoMemory(f"the zone allocator has no frames: {exc.details()}") from None
             raise
-        if len(got) < count:
-            await self.free(got, cpu)
-            raise NoMemory(f"the zone allocator had {len(got)} of {count} frames")
-        return got
+        return await self._all_or_none(got, count, cpu)
 
-    async def free(self, pfns: Iterable[int], cpu: int, cold: bool = False) -> None:
-        blocks = [(pfn, 0) for pfn in pfns]
-        if blocks:
-            await self.client.free(blocks, cpu, cold)
+    async def _free_blocks(self, blocks: list[tuple[int, int]], cpu: int, cold: bool) -> None:
+        await self.client.free(blocks, cpu, cold)
 
     async def alloc_block(
         self,
@@ -135,9 +153,6 @@ class GrpcZone:
             raise
         return pfn
 
-    async def free_block(self, pfn: int, order: int, cpu: int) -> None:
-        await self.client.free([(pfn, order)], cpu)
-
     async def free_pages(self) -> int:
         info = await self.client.zoneinfo()
         return sum(z.free_pages for node in info.nodes for z in node.zones)
@@ -151,7 +166,7 @@ class GrpcZone:
         return sum(z.free_pages for z in zones), reserve
 
 
-class LocalZone:
+class LocalZone(_ZoneAdapter):
     def __init__(self, allocator: ZoneAllocator) -> None:
         self.allocator = allocator
 
@@ -179,16 +194,10 @@ class LocalZone:
             )
         except OutOfMemory as exc:
             raise NoMemory(str(exc)) from None
-        pfns = [pfn for a in got for pfn in a.pfns]
-        if len(pfns) < count:
-            await self.free(pfns, cpu)
-            raise NoMemory(f"the zone allocator had {len(pfns)} of {count} frames")
-        return pfns
+        return await self._all_or_none([pfn for a in got for pfn in a.pfns], count, cpu)
 
-    async def free(self, pfns: Iterable[int], cpu: int, cold: bool = False) -> None:
-        blocks = [(pfn, 0) for pfn in pfns]
-        if blocks:
-            await self.allocator.free_pages(blocks, cpu, cold)
+    async def _free_blocks(self, blocks: list[tuple[int, int]], cpu: int, cold: bool) -> None:
+        await self.allocator.free_pages(blocks, cpu, cold)
 
     async def alloc_block(
         self,
@@ -213,9 +222,6 @@ class LocalZone:
         except OutOfMemory as exc:
             raise NoMemory(str(exc)) from None
         return allocation.pfns[0]
-
-    async def free_block(self, pfn: int, order: int, cpu: int) -> None:
-        await self.allocator.free_pages([(pfn, order)], cpu)
 
     async def free_pages(self) -> int:
         return sum(z.free_pages for z in self.allocator.machine.zones.values())

@@ -13,6 +13,7 @@ the service's status codes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 import grpc
 
@@ -21,6 +22,18 @@ from memsim.policy.v1 import policy_pb2_grpc
 
 SysctlStream = grpc.aio.UnaryStreamCall[pb.WatchSysctlsRequest, pb.WatchSysctlsResponse]
 OomEventStream = grpc.aio.UnaryStreamCall[pb.WatchOomEventsRequest, pb.WatchOomEventsResponse]
+
+
+_Charge = TypeVar("_Charge", pb.ChargeCgroupRequest, pb.UnchargeCgroupRequest)
+
+
+def _group_of(request: _Charge, name: str | None, pid: int | None) -> _Charge:
+    """The request with its group: the one named, or else pid's."""
+    if name is not None:
+        request.name = name
+    elif pid is not None:
+        request.pid = pid
+    return request
 
 
 class PolicyClient:
@@ -211,21 +224,13 @@ class PolicyClient:
         self, pages: int, *, name: str | None = None, pid: int | None = None
     ) -> pb.ChargeCgroupResponse:
         """Charges the group named, or pid's group. ok False: over the limit."""
-        request = pb.ChargeCgroupRequest(pages=pages)
-        if name is not None:
-            request.name = name
-        elif pid is not None:
-            request.pid = pid
+        request = _group_of(pb.ChargeCgroupRequest(pages=pages), name, pid)
         return await self.stub.ChargeCgroup(request)
 
     async def uncharge_cgroup(
         self, pages: int, *, name: str | None = None, pid: int | None = None
     ) -> pb.UnchargeCgroupResponse:
-        request = pb.UnchargeCgroupRequest(pages=pages)
-        if name is not None:
-            request.name = name
-        elif pid is not None:
-            request.pid = pid
+        request = _group_of(pb.UnchargeCgroupRequest(pages=pages), name, pid)
         return await self.stub.UnchargeCgroup(request)
 
     # -- statistics -------------------------------------------------------------------

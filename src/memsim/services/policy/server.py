@@ -153,6 +153,11 @@ def cgroup_message(group: MemCgroup) -> pb.Cgroup:
     )
 
 
+def _limit(request: pb.CreateCgroupRequest | pb.SetCgroupLimitRequest) -> int | None:
+    """A cgroup request's limit in bytes; None: unset (no limit)."""
+    return request.limit_bytes if request.HasField("limit_bytes") else None
+
+
 def mem_state(message: pb.MemState, service: PolicyService) -> MemState:
     """The request's counters; RAM and swap are the machine's unless given."""
     machine = service.machine
@@ -398,8 +403,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServicer):
     async def CreateCgroup(
         self, request: pb.CreateCgroupRequest, context: Context
     ) -> pb.CreateCgroupResponse:
-        limit = request.limit_bytes if request.HasField("limit_bytes") else None
-        group = self.service.create_cgroup(request.name, limit, request.admin_token)
+        group = self.service.create_cgroup(request.name, _limit(request), request.admin_token)
         return pb.CreateCgroupResponse(cgroup=cgroup_message(group))
 
     @translate
@@ -413,8 +417,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServicer):
     async def SetCgroupLimit(
         self, request: pb.SetCgroupLimitRequest, context: Context
     ) -> pb.SetCgroupLimitResponse:
-        limit = request.limit_bytes if request.HasField("limit_bytes") else None
-        group = self.service.set_cgroup_limit(request.name, limit, request.admin_token)
+        group = self.service.set_cgroup_limit(request.name, _limit(request), request.admin_token)
         return pb.SetCgroupLimitResponse(cgroup=cgroup_message(group))
 
     @translate
