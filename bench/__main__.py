@@ -7,6 +7,8 @@ import sys
 from bench import (
     buddy_core,
     buddy_grpc,
+    load_footprint,
+    load_grpc,
     mmu_core,
     mmu_grpc,
     policy_core,
@@ -15,12 +17,12 @@ from bench import (
     zone_core,
     zone_grpc,
 )
-from bench.report import Report
+from bench.report import NAME_WIDTH, Report
 
 
 def main() -> int:
     report = Report()
-    print(f"  {'benchmark':62} {'value':>14} {'unit':10} {'goal':10} met")
+    print(f"  {'benchmark':{NAME_WIDTH}} {'value':>14} {'unit':10} {'goal':10} met")
     buddy_core.run(report)
     buddy_grpc.run(report)
     zone_core.run(report)
@@ -30,6 +32,8 @@ def main() -> int:
     mmu_grpc.run(report)
     policy_core.run(report)
     policy_grpc.run(report)
+    load_grpc.run(report)
+    load_footprint.run(report)
     path = report.write("bench")
     print(f"results: {path} and {path.with_suffix('.md')}")
     return 0 if report.all_passed else 1

@@ -72,14 +72,14 @@ class Medians(NamedTuple):
     ratio: float
 
 
-async def paired_rates(echo_rate: Rate, rate: Rate) -> Medians:
-    """ROUNDS rounds of echo's rate then the service's: the ratio is taken per round,
+async def paired_rates(echo_rate: Rate, rate: Rate, *, rounds: int = ROUNDS) -> Medians:
+    """`rounds` rounds of echo's rate then the service's: the ratio is taken per round,
     so that noise on a shared machine hits both sides of it alike, and its median
     ignores the rounds the noise hit hardest."""
     echo_rates: list[float] = []
     rates: list[float] = []
     ratios: list[float] = []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         echo_rates.append(await echo_rate())
         rates.append(await rate())
         ratios.append(rates[-1] / echo_rates[-1])
