@@ -198,6 +198,7 @@ class Ops:
         self.live_objs: list[int] = []
         self.live_caches: list[int] = []
         self.generation = 0
+        self.spawns = 0  # processes this slot has started
 
     # -- the calls --------------------------------------------------------------------
 
@@ -206,6 +207,7 @@ class Ops:
         result = await self.call("spawn", {"name": name})
         if not result.ok or result.handle is None:
             raise ProcessDied(0, result.outcome)
+        self.spawns += 1
         return result.handle
 
     async def fork(self, proc: int) -> Result:

@@ -287,13 +287,23 @@ async def _slot(
     ops = Ops(index, backend, session, burst=workload.burst)
     name = f"{workload.name}{index}"
     run = WORKLOADS[workload.kind]
+    # A replacement counts once the next generation's process exists: a run
+    # that stops right after a death replaced nobody.
+    dead = False
     try:
         while not session.stop_event.is_set():
             context = Context(ops, rng, workload.params, info.page_size, info.nommu, name)
+            spawned = ops.spawns
+            died = False
             try:
                 await run(context)
             except ProcessDied:
-                stats.replacements += 1
+                died = True
+            finally:
+                if dead and ops.spawns > spawned:
+                    stats.replacements += 1
+                    dead = False
+            dead = dead or died
             await ops.reap()  # what it left behind, and a new generation
     except Stop:
         pass
