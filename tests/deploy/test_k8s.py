@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from memsim.clients.cli.machine import SERVICES
+from memsim.clients.cli.machine import SERVICES, split_services
 from memsim.clients.process.workload import build_parser as workload_parser
 from memsim.profiles.loader import load_profile
 from memsim.runtime import healthcheck
@@ -48,6 +48,9 @@ CALLS: dict[str, set[str]] = {
     "slab": {"zone"},
     "mmu": {"zone", "slab", "policy"},
 }
+# The overlays that run a zone and a buddy per node (zone-0, buddy-0, ...),
+# and how many nodes.
+SPLIT_NODES = {"overlays/numa": 2}
 # They register their listen address with another service: it must be the pod's IP.
 ADVERTISE = {"slab", "mmu"}
 POD_IP = "10.1.2.3"
@@ -59,6 +62,35 @@ pytestmark = pytest.mark.skipif(
 )
 
 Resource = dict[str, Any]
+
+
+def services_of(kustomization: str) -> tuple[str, ...]:
+    """The memsim services a kustomization runs, in start order."""
+    nodes = SPLIT_NODES.get(kustomization)
+    return SERVICES if nodes is None else tuple(split_services(nodes))
+
+
+def kind_of(name: str) -> str:
+    """zone-1 -> zone: the service an instance runs."""
+    return name.partition("-")[0]
+
+
+def calls_of(kustomization: str) -> dict[str, set[str]]:
+    """CALLS, for a split kustomization with each node's zone and buddy."""
+    nodes = SPLIT_NODES.get(kustomization)
+    if nodes is None:
+        return CALLS
+    zones = {f"zone-{n}" for n in range(nodes)}
+    calls: dict[str, set[str]] = {f"buddy-{n}": set() for n in range(nodes)}
+    calls.update({f"zone-{n}": {f"buddy-{n}", "policy"} for n in range(nodes)})
+    calls["policy"] = {f"buddy-{n}" for n in range(nodes)}
+    calls["slab"] = zones
+    calls["mmu"] = zones | {"slab", "policy"}
+    return calls
+
+
+# Every (kustomization, memsim service instance) pair.
+INSTANCES = [(k, name) for k in KUSTOMIZATIONS for name in services_of(k)]
 
 
 @cache
@@ -97,7 +129,9 @@ def pod(resources: tuple[Resource, ...], name: str) -> Resource:
 
 
 def container(resources: tuple[Resource, ...], name: str) -> Resource:
-    (main,) = [c for c in pod(resources, name)["spec"]["containers"] if c["name"] == name]
+    # A node's instance (zone-1) runs its service's container (zone).
+    kind = name.partition("-")[0]
+    (main,) = [c for c in pod(resources, name)["spec"]["containers"] if c["name"] == kind]
     result: Resource = main
     return result
 
@@ -170,9 +204,10 @@ def test_one_deployment_and_one_service_per_memsim_service(kustomization: str) -
     resources = render(kustomization)
     deployments = {r["metadata"]["name"] for r in resources if r["kind"] == "Deployment"}
     services = {r["metadata"]["name"] for r in resources if r["kind"] == "Service"}
-    assert deployments == services == {f"memsim-{name}" for name in SERVICES}
-    for name in SERVICES:
-        grpc_port, metrics_port = DEFAULT_PORTS[name]
+    names = services_of(kustomization)
+    assert deployments == services == {f"memsim-{name}" for name in names}
+    for name in names:
+        grpc_port, metrics_port = DEFAULT_PORTS[kind_of(name)]
         deployment = find(resources, "Deployment", f"memsim-{name}")
         # One instance, never two at once: the state is in its memory.
         assert deployment["spec"]["replicas"] == 1
@@ -190,19 +225,18 @@ def test_one_deployment_and_one_service_per_memsim_service(kustomization: str) -
         }
 
 
-@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize(("kustomization", "name"), INSTANCES)
 def test_probes_are_native_grpc_health_checks(kustomization: str, name: str) -> None:
     main = container(render(kustomization), name)
     for probe in ("readinessProbe", "livenessProbe"):
-        assert main[probe]["grpc"] == {"port": DEFAULT_PORTS[name][0]}, probe
+        assert main[probe]["grpc"] == {"port": DEFAULT_PORTS[kind_of(name)][0]}, probe
         assert set(main[probe]) & {"httpGet", "tcpSocket", "exec"} == set()
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_every_container_has_requests_and_limits(kustomization: str) -> None:
     resources = render(kustomization)
-    templates = [pod(resources, name) for name in SERVICES]
+    templates = [pod(resources, name) for name in services_of(kustomization)]
     templates.append(find(resources, "Job", "memsim-load")["spec"]["template"])
     for template in templates:
         spec = template["spec"]
@@ -213,12 +247,11 @@ def test_every_container_has_requests_and_limits(kustomization: str) -> None:
             assert c["securityContext"]["allowPrivilegeEscalation"] is False
 
 
-@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
-@pytest.mark.parametrize("name", SERVICES)
+@pytest.mark.parametrize(("kustomization", "name"), INSTANCES)
 def test_prometheus_scrapes_every_pod(kustomization: str, name: str) -> None:
     annotations = pod(render(kustomization), name)["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == str(DEFAULT_PORTS[name][1])
+    assert annotations["prometheus.io/port"] == str(DEFAULT_PORTS[kind_of(name)][1])
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
@@ -232,7 +265,7 @@ def test_the_profile_comes_from_a_configmap_and_the_token_from_a_secret(
         assert key in profile["data"]
     assert "MEMSIM_SWAP" in profile["data"]
     secret = generated(resources, "Secret", "memsim-admin")
-    for name in SERVICES:
+    for name in services_of(kustomization):
         refs = [s["configMapRef"]["name"] for s in container(resources, name)["envFrom"]]
         assert profile["metadata"]["name"] in refs
         from_secret = [
@@ -254,21 +287,39 @@ def test_each_services_environment_parses_and_points_at_the_services(
     kustomization: str,
 ) -> None:
     resources = render(kustomization)
-    envs = {name: container_env(resources, container(resources, name)) for name in SERVICES}
+    names = services_of(kustomization)
+    envs = {name: container_env(resources, container(resources, name)) for name in names}
     for name, env in envs.items():
-        config = ServerConfig.from_env(name, env)
+        config = ServerConfig.from_env(kind_of(name), env)
         host, port = parse_address(config.listen, "listen")
-        assert port == DEFAULT_PORTS[name][0]
+        assert port == DEFAULT_PORTS[kind_of(name)][0]
         # A service that registers its listen address must listen on an
         # address other pods can dial.
         assert host == (POD_IP if name in ADVERTISE else "0.0.0.0")
-        assert config.metrics_listen == f"0.0.0.0:{DEFAULT_PORTS[name][1]}"
-    addresses = {f"memsim-{n}:{DEFAULT_PORTS[n][0]}" for n in SERVICES}
-    zone = ZoneConfig.from_env(envs["zone"])
-    assert {zone.buddy_address, zone.policy_address} <= addresses
-    assert SlabConfig.from_env(envs["slab"]).zone_address in addresses
+        assert config.metrics_listen == f"0.0.0.0:{DEFAULT_PORTS[kind_of(name)][1]}"
+    addresses = {f"memsim-{n}:{DEFAULT_PORTS[kind_of(n)][0]}" for n in names}
+    nodes = SPLIT_NODES.get(kustomization)
+    slab_config = SlabConfig.from_env(envs["slab"])
     mmu = MmuConfig.from_env(envs["mmu"])
-    assert {mmu.zone_address, mmu.slab_address, mmu.policy_address} <= addresses
+    if nodes is None:
+        zone = ZoneConfig.from_env(envs["zone"])
+        assert {zone.buddy_address, zone.policy_address} <= addresses
+        assert zone.node is None
+        assert slab_config.zone_address in addresses
+        assert mmu.zone_address in addresses
+        assert slab_config.zone_nodes == mmu.zone_nodes == {}
+    else:
+        # Each node's zone owns its node, over its node's buddy, and knows
+        # the other nodes' zones; the slab and the MMU know every node's.
+        by_node = {n: f"memsim-zone-{n}:{DEFAULT_PORTS['zone'][0]}" for n in range(nodes)}
+        for n in range(nodes):
+            zone = ZoneConfig.from_env(envs[f"zone-{n}"])
+            assert zone.node == n
+            assert zone.buddy_address == f"memsim-buddy-{n}:{DEFAULT_PORTS['buddy'][0]}"
+            assert zone.policy_address in addresses
+            assert zone.peers == {m: a for m, a in by_node.items() if m != n}
+        assert slab_config.zone_nodes == mmu.zone_nodes == by_node
+    assert {mmu.slab_address, mmu.policy_address} <= addresses
     policy = PolicyConfig.from_env(envs["policy"])
     assert policy.mmu_address in addresses
     assert policy.profile == zone.profile == mmu.profile
@@ -284,7 +335,9 @@ def test_each_services_environment_parses_and_points_at_the_services(
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
 def test_services_wait_for_the_ones_they_call_in_the_start_order(kustomization: str) -> None:
     resources = render(kustomization)
-    for position, name in enumerate(SERVICES):
+    names = services_of(kustomization)
+    calls = calls_of(kustomization)
+    for position, name in enumerate(names):
         waits: set[str] = set()
         for init in pod(resources, name)["spec"].get("initContainers", []):
             assert init["command"][:3] == ["python", "-m", "memsim.runtime.healthcheck"]
@@ -293,10 +346,10 @@ def test_services_wait_for_the_ones_they_call_in_the_start_order(kustomization: 
             for address in args.addresses:
                 host, port = parse_address(address, "init")
                 peer = host.removeprefix("memsim-")
-                assert port == DEFAULT_PORTS[peer][0]
+                assert port == DEFAULT_PORTS[kind_of(peer)][0]
                 waits.add(peer)
-        assert waits == CALLS[name], name
-        assert waits <= set(SERVICES[:position])
+        assert waits == calls[name], name
+        assert waits <= set(names[:position])
 
 
 @pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
@@ -324,21 +377,33 @@ def test_the_base_boots_the_machine_of_memsim_up() -> None:
     assert profile == load_profile("x86_32")
 
 
-def test_the_numa_overlay_runs_the_numa_profile_on_one_zone_and_buddy_pair() -> None:
-    """Both nodes are served by the base's single zone and buddy deployments:
-    the zone service owns every node of its profile in one process and knows
-    one buddy (README.md, "Compose and Kubernetes", says what one pair per
-    node needs). When the services can split, this test changes with them."""
+def test_the_numa_overlay_runs_a_zone_and_buddy_pair_per_node() -> None:
+    """The numa profile's two nodes, each with its own zone and buddy
+    deployment and Service (memsim-zone-0/memsim-buddy-0, memsim-zone-1/
+    memsim-buddy-1); the base's single zone and buddy are gone."""
     resources = render("overlays/numa")
-    env = container_env(resources, container(resources, "zone"))
-    profile = ZoneConfig.from_env(env).profile
+    zones = {
+        n: ZoneConfig.from_env(container_env(resources, container(resources, f"zone-{n}")))
+        for n in (0, 1)
+    }
+    profile = zones[0].profile
     assert (profile.name, profile.nodes) == ("numa", 2)
     assert {z.node for z in profile.zones} == {0, 1}
-    deployments = [r for r in resources if r["kind"] == "Deployment"]
-    for name in ("zone", "buddy"):
-        assert [d for d in deployments if d["metadata"]["name"].startswith(f"memsim-{name}")] == [
-            find(resources, "Deployment", f"memsim-{name}")
-        ]
+    assert zones[1].profile == profile
+    assert [zones[n].node for n in (0, 1)] == [0, 1]
+    for kind in ("zone", "buddy"):
+        for resource_kind in ("Deployment", "Service"):
+            named = sorted(
+                r["metadata"]["name"]
+                for r in resources
+                if r["kind"] == resource_kind and r["metadata"]["name"].startswith(f"memsim-{kind}")
+            )
+            assert named == [f"memsim-{kind}-0", f"memsim-{kind}-1"]
+        for n in (0, 1):
+            service = find(resources, "Service", f"memsim-{kind}-{n}")
+            labels = pod(resources, f"{kind}-{n}")["metadata"]["labels"]
+            assert service["spec"]["selector"].items() <= labels.items()
+            assert labels["memsim.io/node"] == str(n)
     # The MMU may hold every page of the 8 GiB machine.
     limit = container(resources, "mmu")["resources"]["limits"]["memory"]
     assert limit.endswith("Gi")

@@ -171,6 +171,7 @@ async def running_servers(
     zone_policy: bool = True,
     swap_bytes: int = 0,
     slab: bool = False,
+    slab_reap_s: float = 2.0,
     deadline_s: float = DEFAULT_DEADLINE_S,
 ) -> AsyncIterator[Servers]:
     """The zone (dialling the buddy at `buddy_address`, or else over the
@@ -194,7 +195,9 @@ async def running_servers(
         slab_address = None
         if slab:
             slab_server = await start_server(
-                slab_service(SlabConfig(profile, zone.address)), "127.0.0.1:0", None
+                slab_service(SlabConfig(profile, zone.address, reap_interval_s=slab_reap_s)),
+                "127.0.0.1:0",
+                None,
             )
             stack.push_async_callback(slab_server.stop, 0)
             slab_address = slab_server.address

@@ -62,6 +62,8 @@ async def machine(data_dir: Path, mem: str = "64M") -> AsyncIterator[Machine]:
             buddy=buddy,
             policy_address=policy.running.address,
             slab=True,
+            # Replays compare two machines' pages: no cache_reap on a timer.
+            slab_reap_s=0,
             deadline_s=30,
         ) as servers,
     ):

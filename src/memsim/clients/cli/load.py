@@ -74,7 +74,10 @@ def _addresses() -> tuple[dict[str, str], str | None]:
     state = running_machine()
     if state is None:
         raise fail("no machine is running (start one with `memsim up -d`)")
-    return {n: state.services[n].address for n in names}, state.profile
+    # A machine with a zone per node (memsim up --split-nodes): zone-0, so
+    # the free memory the load reports is node 0's only.
+    addresses = {n: state.services[n if n in state.services else f"{n}-0"].address for n in names}
+    return addresses, state.profile
 
 
 def load_command(

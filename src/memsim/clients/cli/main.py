@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -27,6 +28,7 @@ from memsim.clients.cli.machine import (
     running_machine,
     tear_down,
 )
+from memsim.clients.cli.nodes import boot_profile, buddy_over, is_split, node_services, zone_over
 from memsim.clients.cli.plot import plot_app
 from memsim.clients.cli.processes import LaunchError, check_serving, is_alive
 from memsim.clients.cli.procfiles import (
@@ -66,6 +68,8 @@ def _address(state: MachineState | None, name: str) -> str:
     """MEMSIM_<NAME>_ADDR if set, else the running machine's record."""
     if f"MEMSIM_{name.upper()}_ADDR" in os.environ:
         return peer_address(name)
+    if state is not None and name not in state.services and f"{name}-0" in state.services:
+        name = f"{name}-0"  # a machine with a zone and buddy per node
     if state is None or name not in state.services:
         raise fail("no machine is running (start one with `memsim up -d`)")
     return state.services[name].address
@@ -105,6 +109,12 @@ def up(
         bool,
         typer.Option(help="Let the OS choose every port (tests, several machines on one host)."),
     ] = False,
+    split_nodes: Annotated[
+        bool,
+        typer.Option(
+            help="A zone and a buddy service per node (zone-0, buddy-0, ...) instead of one each."
+        ),
+    ] = False,
 ) -> None:
     """Start the machine's services on loopback (foreground until Ctrl-C, or -d)."""
     try:
@@ -117,7 +127,11 @@ def up(
         raise fail(f"--swap: {exc}") from None
     try:
         state = bring_up(
-            machine, ephemeral_ports=ephemeral_ports, detached=detach, swap_bytes=swap_bytes
+            machine,
+            ephemeral_ports=ephemeral_ports,
+            detached=detach,
+            swap_bytes=swap_bytes,
+            split_nodes=split_nodes,
         )
     except LaunchError as exc:
         raise fail(str(exc)) from None
@@ -153,6 +167,8 @@ async def _with_clients(
     state: MachineState | None, use: Callable[[Clients], Awaitable[str]]
 ) -> str:
     """Runs `use` with clients of the running machine's services."""
+    if state is not None and is_split(state):
+        return await _with_split_clients(state, use)
     async with (
         open_channel(_address(state, "buddy")) as buddy,
         open_channel(_address(state, "zone")) as zone,
@@ -167,6 +183,26 @@ async def _with_clients(
                 MmuClient(mmu),
                 SlabClient(slab),
                 PolicyClient(policy),
+            )
+        )
+
+
+async def _with_split_clients(state: MachineState, use: Callable[[Clients], Awaitable[str]]) -> str:
+    """`use` on a machine with a zone and a buddy per node: their answers merged."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def dial(address: str) -> grpc.aio.Channel:
+            return await stack.enter_async_context(open_channel(address))
+
+        zones = {n: await dial(a) for n, a in node_services(state, "zone").items()}
+        buddies = [await dial(a) for a in node_services(state, "buddy").values()]
+        return await use(
+            Clients(
+                buddy_over(buddies),
+                zone_over(boot_profile(state), zones),
+                MmuClient(await dial(_address(state, "mmu"))),
+                SlabClient(await dial(_address(state, "slab"))),
+                PolicyClient(await dial(_address(state, "policy"))),
             )
         )
 

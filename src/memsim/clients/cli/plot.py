@@ -19,12 +19,14 @@ import grpc
 import typer
 
 from memsim.clients.cli.machine import running_machine
+from memsim.clients.cli.nodes import BuddyNodes, boot_profile, buddy_over, node_services, zone_over
 from memsim.runtime.channel import DefaultDeadline
 from memsim.runtime.config import peer_address
 from memsim.services.buddy.client import BuddyClient
 from memsim.services.mmu.client import MmuClient
 from memsim.services.slab.client import SlabClient
 from memsim.services.zone.client import ZoneClient
+from memsim.services.zone.router import ZoneRouter
 
 if TYPE_CHECKING:  # numpy and matplotlib are imported when a picture is drawn
     from memsim.plots.frames import FrameMap
@@ -93,19 +95,53 @@ def _channel(address: str) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)
 
 
+# A service's channel, or (zone and buddy of a machine with one of each per
+# node) every node's by node.
+Dialled = grpc.aio.Channel | dict[int, grpc.aio.Channel]
+
+
+def _addresses(name: str) -> str | dict[int, str]:
+    """_address, or every node's address of a per-node service (zone-0, zone-1)."""
+    if f"MEMSIM_{name.upper()}_ADDR" not in os.environ:
+        state = running_machine()
+        if state is not None and name not in state.services:
+            per_node = node_services(state, name)
+            if per_node:
+                return per_node
+    return _address(name)
+
+
+def _buddy(dialled: Dialled) -> BuddyClient | BuddyNodes:
+    if isinstance(dialled, dict):
+        return buddy_over(list(dialled.values()))
+    return BuddyClient(dialled)
+
+
+def _zone(dialled: Dialled) -> ZoneClient | ZoneRouter:
+    if isinstance(dialled, dict):
+        state = running_machine()
+        assert state is not None
+        return zone_over(boot_profile(state), dialled)
+    return ZoneClient(dialled)
+
+
 def _run(what: str, names: tuple[str, ...], use: Callable[..., Awaitable[T]]) -> T:
     """use(*channels) on channels to the named services, with errors as messages."""
     from memsim.plots.frames import FrameMapError
 
-    addresses = [_address(name) for name in names]
+    addresses = [_addresses(name) for name in names]
 
     async def main() -> T:
-        channels = [_channel(a) for a in addresses]
+        channels: list[Dialled] = [
+            {n: _channel(x) for n, x in a.items()} if isinstance(a, dict) else _channel(a)
+            for a in addresses
+        ]
         try:
             return await use(*channels)
         finally:
-            for channel in channels:
-                await channel.close(None)
+            for dialled in channels:
+                for channel in dialled.values() if isinstance(dialled, dict) else [dialled]:
+                    await channel.close(None)
 
     try:
         return asyncio.run(main())
@@ -118,7 +154,7 @@ def _run(what: str, names: tuple[str, ...], use: Callable[..., Awaitable[T]]) ->
 
 
 async def read_frame_map(
-    buddy: BuddyClient, zone: ZoneClient, mmu: MmuClient, slab: SlabClient
+    buddy: BuddyClient | BuddyNodes, zone: ZoneClient | ZoneRouter, mmu: MmuClient, slab: SlabClient
 ) -> FrameMap:
     """Every frame's holder, read again while the answers do not add up."""
     from memsim.plots.answers import snapshot_from_answers
@@ -157,9 +193,8 @@ def memory_map_command(
 
     from memsim.plots.memory_map import format_size, render_memory_map
 
-    async def draw(*channels: grpc.aio.Channel) -> str:
-        b, z, m, s = channels
-        fmap = await read_frame_map(BuddyClient(b), ZoneClient(z), MmuClient(m), SlabClient(s))
+    async def draw(b: Dialled, z: Dialled, m: grpc.aio.Channel, s: grpc.aio.Channel) -> str:
+        fmap = await read_frame_map(_buddy(b), _zone(z), MmuClient(m), SlabClient(s))
         layout = render_memory_map(fmap, out)
         return (
             f"memsim: wrote {out} ({layout.width}x{layout.height} px, "
@@ -204,9 +239,8 @@ def buddyinfo_command(
 
     from memsim.plots.buddyinfo import BuddySeries, render_buddyinfo
 
-    async def sample(*channels: grpc.aio.Channel) -> str:
-        b, z = channels
-        buddy, zone = BuddyClient(b), ZoneClient(z)
+    async def sample(b: Dialled, z: Dialled) -> str:
+        buddy, zone = _buddy(b), _zone(z)
         info = await zone.zoneinfo()
         keys = [(n.node, zz.ref.zone) for n in info.nodes for zz in n.zones if zz.managed_pages]
         series = BuddySeries(keys, info.page_size_bytes or 4096)

@@ -79,27 +79,35 @@ def start_service(
     ephemeral_ports: bool,
     peers: dict[str, str],
     extra_env: dict[str, str] | None = None,
+    service: str | None = None,
+    ports: tuple[int, int] | None = None,
 ) -> ServiceRecord:
-    """Starts python -m memsim.services.<name> in its own session and waits for SERVING.
+    """Starts python -m memsim.services.<service> (default: name) in its own
+    session and waits for SERVING. name: the instance (zone-1 for node 1's
+    zone of a machine split by node); ports: its gRPC and metrics ports
+    (default: the service's, or the OS's choice with ephemeral_ports).
 
     Blocking on purpose: it runs before any event loop of the caller's.
     """
+    service = service or name
     run_dir.mkdir(parents=True, exist_ok=True)
     ready_file = run_dir / f"{name}.ready.json"
     ready_file.unlink(missing_ok=True)
     log_file = run_dir / f"{name}.log"
-    grpc_port, metrics_port = (0, 0) if ephemeral_ports else DEFAULT_PORTS[name]
+    if ports is None:
+        ports = (0, 0) if ephemeral_ports else DEFAULT_PORTS[service]
+    grpc_port, metrics_port = ports
     env = {
         **os.environ,
-        f"MEMSIM_{name.upper()}_LISTEN": f"{LOOPBACK}:{grpc_port}",
-        f"MEMSIM_{name.upper()}_METRICS_LISTEN": f"{LOOPBACK}:{metrics_port}",
+        f"MEMSIM_{service.upper()}_LISTEN": f"{LOOPBACK}:{grpc_port}",
+        f"MEMSIM_{service.upper()}_METRICS_LISTEN": f"{LOOPBACK}:{metrics_port}",
         "MEMSIM_READY_FILE": str(ready_file),
         **{f"MEMSIM_{peer.upper()}_ADDR": address for peer, address in peers.items()},
         **(extra_env or {}),
     }
     with log_file.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", f"memsim.services.{name}"],
+            [sys.executable, "-m", f"memsim.services.{service}"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

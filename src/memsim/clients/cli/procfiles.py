@@ -9,6 +9,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from memsim.clients.cli.nodes import BuddyNodes
 from memsim.mmu.v1 import mmu_pb2
 from memsim.procfs.buddyinfo import format_buddyinfo
 from memsim.procfs.extfrag import format_index_file
@@ -25,6 +26,7 @@ from memsim.services.mmu.client import MmuClient
 from memsim.services.policy.client import PolicyClient
 from memsim.services.slab.client import SlabClient
 from memsim.services.zone.client import ZoneClient
+from memsim.services.zone.router import ZoneRouter
 from memsim.services.zone.vmstat import NUMA_STAT_ITEMS, ZONE_STAT_ITEMS
 from memsim.slab.v1 import slab_pb2
 from memsim.zone.v1 import zone_pb2
@@ -32,8 +34,10 @@ from memsim.zone.v1 import zone_pb2
 
 @dataclass
 class Clients:
-    buddy: BuddyClient
-    zone: ZoneClient
+    # One service each, or (a machine with a zone and a buddy per node)
+    # every node's, their answers merged.
+    buddy: BuddyClient | BuddyNodes
+    zone: ZoneClient | ZoneRouter
     mmu: MmuClient
     slab: SlabClient
     policy: PolicyClient

@@ -46,6 +46,9 @@ class MachineState:
     ephemeral_ports: bool = False
     # Set by `memsim reboot` while it restarts the services: their ends are wanted.
     rebooting: bool = False
+    # A zone and a buddy service per node (zone-0, buddy-0, ...): `memsim up
+    # --split-nodes`.
+    split_nodes: bool = False
 
     @classmethod
     def path(cls) -> Path:

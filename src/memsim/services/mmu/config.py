@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from memsim.profiles.loader import MachineProfile
 from memsim.profiles.sizes import parse_size
 from memsim.runtime.config import ConfigError, peer_address
-from memsim.services.zone.config import ZoneConfig
+from memsim.services.zone.config import ZoneConfig, parse_node_addresses
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,9 @@ class MmuConfig:
     # The policy service: sysctls to follow, and to tell where the MMU is (the
     # OOM killer's tasks). None: the MMU's boot sysctls, and no OOM killer.
     policy_address: str | None = None
+    # A machine split by node: each node's zone instance (node -> host:port);
+    # empty: the one zone at zone_address.
+    zone_nodes: dict[int, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> MmuConfig:
@@ -39,7 +42,9 @@ class MmuConfig:
         slab service for task_struct, mm_struct and vm_area_struct; unset:
         none) and MEMSIM_COUNTERS_REFRESH_MS (how often the zone's and the
         slab's counters that the commit check reads are refreshed, default
-        1000; 0: never) and MEMSIM_POLICY_ADDR (unset: no policy service)."""
+        1000; 0: never) and MEMSIM_POLICY_ADDR (unset: no policy service);
+        MEMSIM_ZONE_NODES ("0=host:port,1=host:port") instead of
+        MEMSIM_ZONE_ADDR for a machine with a zone instance per node."""
         env = os.environ if env is None else env
         refresh = env.get("MEMSIM_COUNTERS_REFRESH_MS", "1000")
         if not refresh.isdigit():
@@ -56,4 +61,5 @@ class MmuConfig:
             slab_address=peer_address("slab", env) if env.get("MEMSIM_SLAB_ADDR") else None,
             counters_refresh_ms=int(refresh),
             policy_address=peer_address("policy", env) if env.get("MEMSIM_POLICY_ADDR") else None,
+            zone_nodes=parse_node_addresses(env.get("MEMSIM_ZONE_NODES", ""), "MEMSIM_ZONE_NODES"),
         )

@@ -40,7 +40,7 @@ from memsim.services.mmu.zone_port import GrpcZone, ZonePort
 from memsim.services.policy.client import PolicyClient
 from memsim.services.policy.watch import SysctlFollower
 from memsim.services.slab.client import SlabClient
-from memsim.services.zone.client import ZoneClient
+from memsim.services.zone.router import dial_zone
 from memsim.zone.v1 import zone_pb2 as zone_pb
 from memsim.zone.v1 import zone_pb2_grpc
 
@@ -409,8 +409,10 @@ def build_mmu_server(config: MmuConfig | None = None, zone: ZonePort | None = No
     async def on_start(address: str) -> None:
         nonlocal follower
         if zone is None:  # a channel belongs to the loop the server runs on
-            channels.append(open_channel(config.zone_address))
-            client = ZoneClient(channels[0])
+            client, zone_channels = dial_zone(
+                config.profile, config.zone_address, config.zone_nodes
+            )
+            channels.extend(zone_channels)
             service.zone = GrpcZone(client)
             await client.register_reclaimer("mmu", address)
         if config.slab_address is not None:

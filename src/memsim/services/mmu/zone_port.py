@@ -11,8 +11,8 @@ import grpc
 from memsim.services.mmu.commit import ZoneReserve, totalreserve_pages
 from memsim.services.mmu.errors import MachineHalted, NoMemory
 from memsim.services.zone.allocator import ZoneAllocator
-from memsim.services.zone.client import ZoneClient
 from memsim.services.zone.errors import OutOfMemory
+from memsim.services.zone.router import ZoneCalls
 
 
 class ZonePort(Protocol):
@@ -94,7 +94,7 @@ class _ZoneAdapter:
 
 
 class GrpcZone(_ZoneAdapter):
-    def __init__(self, client: ZoneClient) -> None:
+    def __init__(self, client: ZoneCalls) -> None:
         self.client = client
 
     async def alloc(

@@ -8,7 +8,6 @@ from typing import Any
 
 import grpc
 
-from memsim.runtime.channel import open_channel
 from memsim.runtime.errors import translate_errors
 from memsim.runtime.server import Service
 from memsim.services.frames import ranges_message
@@ -28,7 +27,7 @@ from memsim.services.slab.frames import cache_page_ranges, vmalloc_page_ranges
 from memsim.services.slab.metrics import SlabCollector
 from memsim.services.slab.service import SlabService
 from memsim.services.slab.zone_port import GrpcPages, PagePort
-from memsim.services.zone.client import ZoneClient
+from memsim.services.zone.router import dial_zone
 from memsim.slab.v1 import slab_pb2 as pb
 from memsim.slab.v1 import slab_pb2_grpc
 from memsim.zone.v1 import zone_pb2 as zone_pb
@@ -45,8 +44,6 @@ STATUS: dict[type[Exception], grpc.StatusCode] = {
 }
 translate = translate_errors(STATUS)
 Context = grpc.aio.ServicerContext[Any, Any]
-# cache_reap runs every REAPTIMEOUT_CPUC (2 s) on each CPU.
-REAP_INTERVAL_S = 2.0
 # One gRPC message carries at most this many objects or bytes.
 MAX_BATCH = 1 << 16
 MAX_IO_BYTES = 1 << 21
@@ -293,17 +290,20 @@ def slab_service(config: SlabConfig | None = None, pages: PagePort | None = None
 
     async def reap_forever() -> None:
         while True:
-            await asyncio.sleep(REAP_INTERVAL_S)
+            await asyncio.sleep(config.reap_interval_s)
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await service.reap()
 
     async def on_start(address: str) -> None:
         if pages is None:  # a channel belongs to the loop the server runs on
-            channels.append(open_channel(config.zone_address))
-            client = ZoneClient(channels[0])
+            client, zone_channels = dial_zone(
+                config.profile, config.zone_address, config.zone_nodes
+            )
+            channels.extend(zone_channels)
             service.pages = GrpcPages(client)
             await client.register_reclaimer("slab", address)
-            tasks.append(asyncio.create_task(reap_forever()))
+            if config.reap_interval_s > 0:
+                tasks.append(asyncio.create_task(reap_forever()))
 
     async def on_stop() -> None:
         for task in tasks:

@@ -11,8 +11,8 @@ import grpc
 
 from memsim.services.slab.errors import NoMemory
 from memsim.services.zone.allocator import ZoneAllocator
-from memsim.services.zone.client import ZoneClient
 from memsim.services.zone.errors import OutOfMemory
+from memsim.services.zone.router import ZoneCalls
 
 
 class PagePort(Protocol):
@@ -24,7 +24,7 @@ class PagePort(Protocol):
 
 
 class GrpcPages:
-    def __init__(self, client: ZoneClient) -> None:
+    def __init__(self, client: ZoneCalls) -> None:
         self.client = client
 
     async def alloc(self, gfp_mask: int, order: int, count: int) -> list[int]:

@@ -25,7 +25,13 @@ from memsim.services.zone.cpuset import (
 )
 from memsim.services.zone.errors import BadFree, Halted, InvalidRequest, NotFound, OutOfMemory
 from memsim.services.zone.machine import DEF_PRIORITY, Machine, Zone
-from memsim.services.zone.ports import BuddyPort, Constraint, OomPort, ReclaimerPort
+from memsim.services.zone.ports import (
+    BuddyPort,
+    Constraint,
+    OomPort,
+    PeerZonePort,
+    ReclaimerPort,
+)
 
 MAX_ALLOC_COUNT = 1 << 16
 # The kernel loops for ever on small allocations that may not fail; memsim
@@ -70,12 +76,17 @@ class ZoneAllocator:
         self._memory_nodes = memory_nodes(machine)
         self._policy_zone = policy_zone(machine)
         self._bind_zonelists: dict[tuple[frozenset[int], str], list[Zone]] = {}
+        # A machine split by node (machine.node set): the zone instances of
+        # the other nodes, asked when a zonelist reaches their zones. A node
+        # with no peer here is passed over.
+        self.peers: dict[int, PeerZonePort] = {}
 
     # -- boot and lifecycle ----------------------------------------------------
 
     async def boot(self) -> None:
-        """Hands every zone's managed pages to buddy and starts one kswapd per node."""
-        for zone in self.machine.zones.values():
+        """Hands every zone's managed pages to buddy and starts one kswapd per
+        node (only its own node's, on a machine split by node)."""
+        for zone in self.machine.owned_zones():
             if zone.managed:
                 await self.buddy.create_arena(
                     zone.node,
@@ -89,7 +100,7 @@ class ZoneAllocator:
     def start_kswapd(self) -> None:
         self._kswapd_tasks = [
             asyncio.create_task(self._kswapd(node), name=f"kswapd{node}")
-            for node in range(self.machine.profile.nodes)
+            for node in self.machine.owned_nodes
         ]
 
     async def stop(self) -> None:
@@ -167,9 +178,9 @@ class ZoneAllocator:
                 fast = await self._alloc_bulk_fast(
                     gfp_mask, cpu, zonelist, count, cpuset, partial=True
                 )
-            if fast is not None:
-                by_zone[fast.zone.name + str(fast.zone.node)] = fast
-                done = len(fast.pfns)
+            for allocation in fast or ():
+                by_zone[allocation.zone.name + str(allocation.zone.node)] = allocation
+                done += len(allocation.pfns)
         for i in range(done, count):
             try:
                 # A bulk that got some blocks is not a failure: only the first warns.
@@ -226,17 +237,30 @@ class ZoneAllocator:
         count: int,
         cpuset: MemsAllowed = EVERY_NODE,
         partial: bool = False,
-    ) -> Allocation | None:
+    ) -> list[Allocation] | None:
         """alloc_pages_bulk's fast path (of later kernels): the first zone that
         stays above its low watermark with all count pages gone serves them,
         from the CPU's list and then in one bulk call to buddy instead of a
         refill every batch pages. Anything short goes the slow way. Like the
         first pass of __alloc_pages it keeps to the cpuset's own nodes.
         partial: the first zone with room above its low watermark serves as
-        many of the count as fit (alloc_pages_bulk's own partial success)."""
+        many of the count as fit (alloc_pages_bulk's own partial success);
+        there the zones of another node's instance are asked too, for as
+        many as its zones have above their low watermark."""
         classzone_idx = zonelist[0].type_idx
+        asked: set[int] = set()
         for zone in zonelist:
             if not cpuset.softwall(zone, gfp_mask | g.HARDWALL):
+                continue
+            if not self.machine.owns(zone):
+                if not partial or zone.node in asked:
+                    continue
+                asked.add(zone.node)
+                pfns = await self._alloc_from_peer(
+                    zone.node, gfp_mask, 0, count, cpu, wm.ALLOC_WMARK_LOW, zonelist[0]
+                )
+                if pfns:
+                    return self._group(pfns, 0)
                 continue
             reserve = zone.lowmem_reserve[classzone_idx]
             wanted = count
@@ -259,8 +283,77 @@ class ZoneAllocator:
             for pfn in pfns:
                 zone.handed_out[pfn] = 0
                 self._count_alloc(zone, 0, zonelist[0], cpu)
-            return Allocation(zone, 0, pfns)
+            return [Allocation(zone, 0, pfns)]
         return None
+
+    def _group(self, pfns: list[int], order: int) -> list[Allocation]:
+        """Blocks of one order (from a peer) as an Allocation per zone."""
+        by_zone: dict[tuple[int, str], Allocation] = {}
+        for pfn in pfns:
+            zone = self.machine.zone_of_pfn(pfn)
+            assert zone is not None, f"a peer handed out pfn {pfn}, in no zone"
+            by_zone.setdefault(zone.key, Allocation(zone, order)).pfns.append(pfn)
+        return list(by_zone.values())
+
+    async def _alloc_from_peer(
+        self,
+        node: int,
+        gfp_mask: int,
+        order: int,
+        count: int,
+        cpu: int,
+        alloc_flags: int,
+        preferred: Zone,
+    ) -> list[int]:
+        """Blocks from the zone instance of node (its own zones only, no
+        reclaim, no OOM killer there); none if the node has no peer. The
+        peer counts numa_miss on its zone; the foreign is the preferred's."""
+        peer = self.peers.get(node)
+        if peer is None:
+            return []
+        pfns = await peer.alloc_from_node(
+            gfp_mask, order, count, cpu, alloc_flags & ~wm.ALLOC_CPUSET
+        )
+        if self.machine.events.numa:
+            preferred.numa_stats["numa_foreign"] += len(pfns)
+        return pfns
+
+    async def alloc_for_peer(
+        self, gfp_mask: int, order: int, count: int, cpu: int, alloc_flags: int
+    ) -> list[Allocation]:
+        """What another node's instance asks when its zonelist reaches this
+        node: up to count blocks from this node's zones (THISNODE), each one
+        get_page_from_freelist pass with alloc_flags. No reclaim and no OOM
+        killer here: they are the asking instance's. A pass that fails wakes
+        this node's kswapd, as __alloc_pages wakes every zonelist zone's."""
+        self._check(gfp_mask, order, count, cpu)
+        node = self.machine.node
+        if node is None:
+            raise InvalidRequest("peer_alloc_flags is for a zone instance of one node only")
+        if alloc_flags & ~(
+            wm.ALLOC_WMARK_MIN
+            | wm.ALLOC_WMARK_LOW
+            | wm.ALLOC_WMARK_HIGH
+            | wm.ALLOC_HARDER
+            | wm.ALLOC_HIGH
+        ):
+            raise InvalidRequest(f"peer_alloc_flags {alloc_flags:#x} has flags a peer may not ask")
+        highest = g.gfp_zone(gfp_mask, self.machine.zone_types)
+        zonelist = self.machine.zonelist(node, highest, this_node_only=True)
+        got: list[tuple[Zone, int]] = []
+        for _ in range(count) if zonelist else ():
+            one = await self._get_page_from_freelist(
+                gfp_mask, order, cpu, zonelist, alloc_flags, for_peer=True
+            )
+            if one is None:
+                for zone in zonelist:
+                    self.wakeup_kswapd(zone, order)
+                break
+            got.append(one)
+        by_zone: dict[tuple[int, str], Allocation] = {}
+        for zone, pfn in got:
+            by_zone.setdefault(zone.key, Allocation(zone, order)).pfns.append(pfn)
+        return list(by_zone.values())
 
     async def _alloc_one(
         self,
@@ -407,10 +500,27 @@ class ZoneAllocator:
         zonelist: list[Zone],
         alloc_flags: int,
         cpuset: MemsAllowed = EVERY_NODE,
+        for_peer: bool = False,
     ) -> tuple[Zone, int] | None:
+        """for_peer: served for another node's instance (a numa_miss here).
+        On a machine split by node, the zones of another node are asked of
+        its instance, once per pass, where the zonelist reaches them."""
         classzone_idx = zonelist[0].type_idx
+        asked: set[int] = set()
         for zone in zonelist:
             if alloc_flags & wm.ALLOC_CPUSET and not cpuset.softwall(zone, gfp_mask):
+                continue
+            if not self.machine.owns(zone):
+                if zone.node in asked:
+                    continue
+                asked.add(zone.node)
+                pfns = await self._alloc_from_peer(
+                    zone.node, gfp_mask, order, 1, cpu, alloc_flags, zonelist[0]
+                )
+                if pfns:
+                    remote = self.machine.zone_of_pfn(pfns[0])
+                    assert remote is not None, f"a peer handed out pfn {pfns[0]}, in no zone"
+                    return remote, pfns[0]
                 continue
             if not alloc_flags & wm.ALLOC_NO_WATERMARKS:
                 mark = (
@@ -424,7 +534,7 @@ class ZoneAllocator:
                     continue
             pfn = await self._buffered_rmqueue(zone, order, gfp_mask, cpu)
             if pfn is not None:
-                self._count_alloc(zone, order, zonelist[0], cpu)
+                self._count_alloc(zone, order, zonelist[0], cpu, miss=for_peer)
                 return zone, pfn
         return None
 
@@ -460,13 +570,18 @@ class ZoneAllocator:
         zone.handed_out[pfn] = order
         return pfn
 
-    def _count_alloc(self, zone: Zone, order: int, preferred: Zone, cpu: int) -> None:
+    def _count_alloc(
+        self, zone: Zone, order: int, preferred: Zone, cpu: int, miss: bool = False
+    ) -> None:
         """PGALLOC, and zone_statistics on NUMA: a page from another node than
-        the zonelist's first zone is a miss here and a foreign there."""
+        the zonelist's first zone is a miss here and a foreign there (miss:
+        served for another node's instance, which counts the foreign)."""
         self.machine.events.count_zone("pgalloc", zone.name, 1 << order)
         if self.machine.events.numa:
             stats = zone.numa_stats
-            if zone.node == preferred.node:
+            if miss:
+                stats["numa_miss"] += 1
+            elif zone.node == preferred.node:
                 stats["numa_hit"] += 1
             else:
                 stats["numa_miss"] += 1
@@ -480,17 +595,31 @@ class ZoneAllocator:
         self, blocks: Iterable[tuple[int, int]], cpu: int, cold: bool = False
     ) -> int:
         """Frees blocks this service handed out: order 0 to the CPU's pcp list
-        (free_hot_cold_page), larger ones straight to buddy (__free_pages_ok)."""
+        (free_hot_cold_page), larger ones straight to buddy (__free_pages_ok).
+        On a machine split by node, blocks of another node go to its
+        instance (after this node's are checked, before they are freed: a
+        refusal there changes nothing here)."""
         self._check_cpu(cpu)
         batch = list(blocks)
         if not batch:
             raise InvalidRequest("the batch of blocks to free is empty")
         seen: set[int] = set()
         zones: list[Zone] = []
+        elsewhere: dict[int, list[tuple[int, int]]] = {}
+        local: list[tuple[int, int]] = []
         for pfn, order in batch:
             zone = self.machine.zone_of_pfn(pfn)
             if zone is None:
                 raise InvalidRequest(f"pfn {pfn} is in no zone of this machine")
+            if not self.machine.owns(zone):
+                if zone.node not in self.peers:
+                    raise BadFree(
+                        f"pfn {pfn} is on node {zone.node}, whose zone instance this "
+                        f"one (node {self.machine.node}) does not know"
+                    )
+                elsewhere.setdefault(zone.node, []).append((pfn, order))
+                continue
+            local.append((pfn, order))
             handed = zone.handed_out.get(pfn)
             if handed is None:
                 raise BadFree(
@@ -505,11 +634,14 @@ class ZoneAllocator:
                 raise BadFree(f"double free: pfn {pfn} appears twice in the batch")
             seen.add(pfn)
             zones.append(zone)
-        to_buddy: dict[tuple[tuple[int, str], int], list[int]] = {}
         freed = 0
-        for (pfn, order), zone in zip(batch, zones, strict=True):
+        for node, remote in elsewhere.items():
+            freed += await self.peers[node].free(remote, cpu, cold)
+        to_buddy: dict[tuple[tuple[int, str], int], list[int]] = {}
+        local_freed = 0
+        for (pfn, order), zone in zip(local, zones, strict=True):
             del zone.handed_out[pfn]
-            freed += 1 << order
+            local_freed += 1 << order
             if order:
                 to_buddy.setdefault((zone.key, order), []).append(pfn)
                 continue
@@ -518,12 +650,13 @@ class ZoneAllocator:
             if pcp.count >= pcp.high:  # drain a batch of the coldest pages
                 drained = [pcp.pages.pop() for _ in range(min(pcp.batch, pcp.count))]
                 to_buddy.setdefault((zone.key, 0), []).extend(drained)
-        self.machine.events.count("pgfree", freed)
+        if local_freed:
+            self.machine.events.count("pgfree", local_freed)
         for (key, order), pfns in to_buddy.items():
             zone = self.machine.zones[key]
             await self.buddy.free_bulk(zone.node, zone.name, order, pfns)
             zone.returned_to_buddy(len(pfns) << order)
-        return freed
+        return freed + local_freed
 
     async def drain_all_pages(self) -> int:
         """Every pcp list of every CPU back to buddy, the reclaimers' own
@@ -533,7 +666,7 @@ class ZoneAllocator:
         # (the MMU holds slab objects, which the slab can free only after).
         for reclaimer in reversed(list(self.reclaimers.values())):
             await reclaimer.drain_cache()
-        for zone in self.machine.zones.values():
+        for zone in self.machine.owned_zones():
             pfns: list[int] = []
             for hot, cold in zone.pcp:
                 for pcp in (hot, cold):
@@ -608,7 +741,10 @@ class ZoneAllocator:
         return 0
 
     def wakeup_kswapd(self, zone: Zone, order: int) -> None:
-        """wakeup_kswapd: only when the zone is below its low watermark."""
+        """wakeup_kswapd: only when the zone is below its low watermark (and
+        only this instance's own zones: another node's instance wakes its own)."""
+        if not self.machine.owns(zone):
+            return
         if zone.free_pages - (1 << order) + 1 > zone.marks.low:
             return
         node = zone.node

@@ -26,6 +26,7 @@ class ZoneClient:
         pid: int = 0,
         nodes: Sequence[int] = (),
         mempolicy_nodes: Sequence[int] = (),
+        peer_alloc_flags: int = 0,
     ) -> list[tuple[int, int]]:
         """(pfn, order) of every block allocated."""
         response = await self.alloc_pages(
@@ -37,6 +38,7 @@ class ZoneClient:
             pid=pid,
             nodes=nodes,
             mempolicy_nodes=mempolicy_nodes,
+            peer_alloc_flags=peer_alloc_flags,
         )
         return [(pfn, b.order) for b in response.blocks for pfn in b.pfns]
 
@@ -51,8 +53,10 @@ class ZoneClient:
         pid: int = 0,
         nodes: Sequence[int] = (),
         mempolicy_nodes: Sequence[int] = (),
+        peer_alloc_flags: int = 0,
     ) -> pb.AllocPagesResponse:
-        """nodes: the process's cpuset; mempolicy_nodes: its MPOL_BIND nodes."""
+        """nodes: the process's cpuset; mempolicy_nodes: its MPOL_BIND nodes;
+        peer_alloc_flags: only from another zone instance (see the proto)."""
         return await self._stub.AllocPages(
             pb.AllocPagesRequest(
                 gfp_mask=gfp_mask,
@@ -63,6 +67,7 @@ class ZoneClient:
                 pid=pid,
                 nodes=list(nodes),
                 mempolicy_nodes=list(mempolicy_nodes),
+                peer_alloc_flags=peer_alloc_flags,
             )
         )
 

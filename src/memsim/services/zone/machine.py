@@ -97,8 +97,14 @@ class Zone:
 
 
 class Machine:
-    def __init__(self, profile: MachineProfile) -> None:
+    def __init__(self, profile: MachineProfile, node: int | None = None) -> None:
+        """node: this machine's zone service owns that node only (a machine
+        split by node); the other nodes' zones are still built, so that
+        zonelists and pfn lookups are the whole machine's, but their
+        counts are their own instance's, not kept here."""
         self.profile = profile
+        self.node = node
+        self.owned_nodes: tuple[int, ...] = tuple(range(profile.nodes)) if node is None else (node,)
         self.zone_types = profile.zone_types
         self.page_size = profile.page_size
         self.events = VmEvents(profile.zone_types, numa=profile.nodes > 1)
@@ -188,6 +194,13 @@ class Machine:
             return None
         zone = self._by_start[i]
         return zone if pfn < zone.end_pfn else None
+
+    def owns(self, zone: Zone) -> bool:
+        return self.node is None or zone.node == self.node
+
+    def owned_zones(self) -> list[Zone]:
+        """The zones this service allocates from itself, in the zones' order."""
+        return [z for z in self.zones.values() if self.owns(z)]
 
     def node_zones(self, node: int) -> list[Zone]:
         return sorted((z for z in self.zones.values() if z.node == node), key=lambda z: z.type_idx)

@@ -41,7 +41,7 @@ class ZoneCollector(Collector):
             "(a bulk allocation counts a hit per page it takes off the list).",
             labels=[*ZONE, "result"],
         )
-        for zone in self.allocator.machine.zones.values():
+        for zone in self.allocator.machine.owned_zones():
             labels = [str(zone.node), zone.name]
             pcp_allocs.add_metric([*labels, "hit"], zone.pcp_hits)
             pcp_allocs.add_metric([*labels, "refill"], zone.pcp_refills)
@@ -71,7 +71,7 @@ class ZoneCollector(Collector):
             "1 while the node's kswapd is awake (woken and balancing), 0 while it sleeps.",
             labels=["node"],
         )
-        for node in range(self.allocator.machine.profile.nodes):
+        for node in self.allocator.machine.owned_nodes:
             awake.add_metric([str(node)], 0 if self.allocator.kswapd_sleeping(node) else 1)
         reclaimers = g("memsim_zone_reclaimers", "Registered reclaimers.")
         reclaimers.add_metric([], len(self.allocator.reclaimers))

@@ -84,3 +84,19 @@ class NotConnected:
 
     def __getattr__(self, name: str) -> object:
         raise RuntimeError(f"buddy is not connected yet (called {name})")
+
+
+class PeerZonePort(Protocol):
+    """The zone instance of another node, on a machine split by node."""
+
+    async def alloc_from_node(
+        self, gfp_mask: int, order: int, count: int, cpu: int, alloc_flags: int, pid: int = 0
+    ) -> list[int]:
+        """Up to count blocks of 2^order pages from that node's own zones,
+        each one pass of get_page_from_freelist with alloc_flags: no reclaim,
+        no OOM killer. Fewer (none included) when its zones are below the mark."""
+        ...
+
+    async def free(self, blocks: Iterable[tuple[int, int]], cpu: int, cold: bool = False) -> int:
+        """Frees blocks that instance handed out; the pages freed."""
+        ...

@@ -17,7 +17,8 @@ from memsim.services.buddy.client import BuddyClient
 from memsim.services.frames import ranges_message
 from memsim.services.policy.client import PolicyClient
 from memsim.services.policy.watch import SysctlFollower, sysctl_values
-from memsim.services.zone.allocator import ZoneAllocator
+from memsim.services.zone.allocator import Allocation, ZoneAllocator
+from memsim.services.zone.client import ZoneClient
 from memsim.services.zone.config import ZoneConfig
 from memsim.services.zone.errors import (
     BadFree,
@@ -31,6 +32,7 @@ from memsim.services.zone.frames import pcp_ranges
 from memsim.services.zone.machine import Machine, Zone
 from memsim.services.zone.metrics import ZoneCollector
 from memsim.services.zone.oom_client import PolicyOom
+from memsim.services.zone.peers import RemoteZonePort
 from memsim.services.zone.ports import BuddyPort, NotConnected
 from memsim.services.zone.reclaimer_client import ReclaimerClient
 from memsim.services.zone.vmstat import NUMA_STAT_ITEMS, ZONE_STAT_ITEMS
@@ -68,6 +70,16 @@ class ZoneServicer(zone_pb2_grpc.ZoneAllocatorServicer):
     async def AllocPages(
         self, request: pb.AllocPagesRequest, context: Context
     ) -> pb.AllocPagesResponse:
+        if request.peer_alloc_flags:
+            return self._response(
+                await self.allocator.alloc_for_peer(
+                    request.gfp_mask,
+                    request.order,
+                    request.count,
+                    request.cpu,
+                    request.peer_alloc_flags,
+                )
+            )
         failures = len(self.allocator.failures)
         try:
             allocations = await self.allocator.alloc_pages(
@@ -84,6 +96,10 @@ class ZoneServicer(zone_pb2_grpc.ZoneAllocatorServicer):
         finally:
             for line in self.allocator.failures[failures:]:
                 log.warning(line)
+        return self._response(allocations)
+
+    @staticmethod
+    def _response(allocations: list[Allocation]) -> pb.AllocPagesResponse:
         return pb.AllocPagesResponse(
             blocks=[
                 pb.ZoneBlocks(
@@ -112,7 +128,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneAllocatorServicer):
         profile = self.machine.profile
         numa = profile.nodes > 1
         nodes = []
-        for node in range(profile.nodes):
+        for node in self.machine.owned_nodes:
             zones = [
                 pb.Zone(
                     ref=common_pb2.ArenaRef(node=z.node, zone=z.name),
@@ -160,7 +176,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneAllocatorServicer):
     ) -> pb.GetVmstatResponse:
         numa = self.machine.profile.nodes > 1
         totals = dict.fromkeys(ZONE_STAT_ITEMS + (NUMA_STAT_ITEMS if numa else ()), 0)
-        for zone in self.machine.zones.values():
+        for zone in self.machine.owned_zones():
             for name, value in zone_stats(zone, numa).items():
                 totals[name] += value
         items = [pb.VmstatItem(name=n, value=v) for n, v in totals.items()]
@@ -268,7 +284,7 @@ class ZoneServicer(zone_pb2_grpc.ZoneAllocatorServicer):
                     managed_start_pfn=z.arena_start_pfn,
                     pcp_pages=ranges_message(pcp_ranges(z)),
                 )
-                for node in range(profile.nodes)
+                for node in self.machine.owned_nodes
                 for z in self.machine.node_zones(node)
             ],
             page_size_bytes=profile.page_size,
@@ -277,9 +293,12 @@ class ZoneServicer(zone_pb2_grpc.ZoneAllocatorServicer):
 
 
 def zone_service(config: ZoneConfig | None = None, buddy: BuddyPort | None = None) -> Service:
-    """The zone service; with no buddy given it dials the buddy service at start."""
+    """The zone service; with no buddy given it dials the buddy service at
+    start. With config.node, the instance of that node only: it dials the
+    zone instances of the other nodes (config.peers) for its zonelists'
+    remote zones and for frees of their pfns."""
     config = config or ZoneConfig.from_env()
-    allocator = ZoneAllocator(Machine(config.profile), buddy or NotConnected())  # type: ignore[arg-type]
+    allocator = ZoneAllocator(Machine(config.profile, config.node), buddy or NotConnected())  # type: ignore[arg-type]
     servicer = ZoneServicer(allocator)
     channels: list[grpc.aio.Channel] = []
 
@@ -290,6 +309,9 @@ def zone_service(config: ZoneConfig | None = None, buddy: BuddyPort | None = Non
         if buddy is None:  # a channel belongs to the loop the server runs on
             channels.append(open_channel(config.buddy_address))
             allocator.buddy = BuddyClient(channels[-1])
+        for node, peer_address in config.peers.items():
+            channels.append(open_channel(peer_address))
+            allocator.peers[node] = RemoteZonePort(ZoneClient(channels[-1]))
         await allocator.boot()
         if config.policy_address is not None:
             channels.append(open_channel(config.policy_address))
