@@ -172,6 +172,7 @@ async def running_servers(
     swap_bytes: int = 0,
     slab: bool = False,
     slab_reap_s: float = 2.0,
+    kswapd: bool = True,
     deadline_s: float = DEFAULT_DEADLINE_S,
 ) -> AsyncIterator[Servers]:
     """The zone (dialling the buddy at `buddy_address`, or else over the
@@ -184,7 +185,10 @@ async def running_servers(
         zone = await start_server(
             zone_service(
                 ZoneConfig(
-                    profile, buddy_address or UNREACHABLE, policy_address if zone_policy else None
+                    profile,
+                    buddy_address or UNREACHABLE,
+                    policy_address if zone_policy else None,
+                    kswapd=kswapd,
                 ),
                 None if buddy_address else buddy or LocalBuddy(),
             ),

@@ -51,7 +51,12 @@ class Machine:
 
 
 @contextlib.asynccontextmanager
-async def machine(data_dir: Path, mem: str = "64M") -> AsyncIterator[Machine]:
+async def machine(
+    data_dir: Path, mem: str = "64M", *, background: bool = True
+) -> AsyncIterator[Machine]:
+    """background=False: no thread of the machine's own (cache_reap on a
+    timer, kswapd when it happens to run) moves pages between the calls, for
+    runs compared call by call."""
     profile = load_profile("x86_32", mem=mem)
     buddy = LocalBuddy()
     async with (
@@ -62,8 +67,8 @@ async def machine(data_dir: Path, mem: str = "64M") -> AsyncIterator[Machine]:
             buddy=buddy,
             policy_address=policy.running.address,
             slab=True,
-            # Replays compare two machines' pages: no cache_reap on a timer.
-            slab_reap_s=0,
+            slab_reap_s=2.0 if background else 0,
+            kswapd=background,
             deadline_s=30,
         ) as servers,
     ):
@@ -128,7 +133,7 @@ async def test_a_leak_is_killed_replaced_and_a_replay_ends_in_the_same_state(
     results = []
     trace_text = ""
     for run in range(2):
-        async with machine(tmp_path / str(run), mem="16M") as m:
+        async with machine(tmp_path / str(run), mem="16M", background=False) as m:
             await m.policy.client.set_sysctls(["vm.overcommit_memory=1"], admin_token=ADMIN)
             for _ in range(100):
                 if (await m.mmu.GetStats(mmu_pb.GetStatsRequest())).overcommit_memory == 1:

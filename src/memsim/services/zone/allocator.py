@@ -54,9 +54,12 @@ class Allocation:
 
 
 class ZoneAllocator:
-    def __init__(self, machine: Machine, buddy: BuddyPort) -> None:
+    def __init__(self, machine: Machine, buddy: BuddyPort, *, kswapd: bool = True) -> None:
         self.machine = machine
         self.buddy = buddy
+        # False: no kswapd thread (direct reclaim only). Only for runs that
+        # must not depend on when a background thread happened to run.
+        self.kswapd = kswapd
         self.reclaimers: dict[str, ReclaimerPort] = {}
         # zone -> reclaimer -> the LRU pages it last said it holds there
         self._lru_reports: dict[tuple[int, str], dict[str, int]] = {}
@@ -95,7 +98,8 @@ class ZoneAllocator:
                     zone.managed,
                     self.machine.profile.max_order,
                 )
-        self.start_kswapd()
+        if self.kswapd:
+            self.start_kswapd()
 
     def start_kswapd(self) -> None:
         self._kswapd_tasks = [

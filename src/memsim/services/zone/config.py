@@ -23,6 +23,9 @@ class ZoneConfig:
     # The zone instances of the other nodes (node -> host:port), asked when
     # this instance's zonelist reaches their zones and sent frees of their pfns.
     peers: dict[int, str] = field(default_factory=dict)
+    # False: no kswapd (direct reclaim only), for runs compared call by call
+    # (MEMSIM_KSWAPD=0). The kernel always has one.
+    kswapd: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ZoneConfig:
@@ -57,7 +60,10 @@ class ZoneConfig:
             raise ConfigError("MEMSIM_ZONE_PEERS needs MEMSIM_ZONE_NODE")
         if node is not None:
             peers.pop(node, None)
-        return cls(profile, peer_address("buddy", env), policy, node, peers)
+        kswapd = env.get("MEMSIM_KSWAPD", "1")
+        if kswapd not in ("0", "1"):
+            raise ConfigError(f"MEMSIM_KSWAPD={kswapd!r} is not 0 or 1")
+        return cls(profile, peer_address("buddy", env), policy, node, peers, kswapd == "1")
 
 
 def parse_node_addresses(value: str, variable: str) -> dict[int, str]:

@@ -298,7 +298,11 @@ def zone_service(config: ZoneConfig | None = None, buddy: BuddyPort | None = Non
     zone instances of the other nodes (config.peers) for its zonelists'
     remote zones and for frees of their pfns."""
     config = config or ZoneConfig.from_env()
-    allocator = ZoneAllocator(Machine(config.profile, config.node), buddy or NotConnected())  # type: ignore[arg-type]
+    allocator = ZoneAllocator(
+        Machine(config.profile, config.node),
+        buddy or NotConnected(),  # type: ignore[arg-type]
+        kswapd=config.kswapd,
+    )
     servicer = ZoneServicer(allocator)
     channels: list[grpc.aio.Channel] = []
 
