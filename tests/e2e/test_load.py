@@ -101,8 +101,11 @@ def test_a_recorded_run_replays_to_the_same_machine_state(cli: Cli, tmp_path: Pa
     )
     trace = tmp_path / "trace.jsonl"
     states = []
+    # Nothing of the machine's own may move pages between the calls: no
+    # kswapd, no cache_reap on a timer (they run whenever the host lets them).
+    quiet = cli.with_env(MEMSIM_KSWAPD="0", MEMSIM_SLAB_REAP_MS="0")
     for run in range(2):
-        up(cli, "--mem", "32M", "--swap", "0")
+        up(quiet, "--mem", "32M", "--swap", "0")
         try:
             sysctl = cli.run("sysctl", "-w", "vm.overcommit_memory=1")
             assert sysctl.returncode == 0, sysctl.stderr
