@@ -13,7 +13,6 @@ instance refuses its part, the others' parts are already freed.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -22,6 +21,7 @@ import grpc
 from memsim.profiles.loader import MachineProfile
 from memsim.runtime.channel import open_channel
 from memsim.services.zone.client import ZoneClient
+from memsim.services.zone.machine import Machine
 from memsim.zone.v1 import zone_pb2 as pb
 
 
@@ -54,22 +54,6 @@ class ZoneCalls(Protocol):
     async def register_reclaimer(self, name: str, address: str) -> int: ...
 
     async def drain(self) -> int: ...
-
-
-class PfnOwners:
-    """Which node owns a pfn: the profile's zone spans, by start."""
-
-    def __init__(self, profile: MachineProfile) -> None:
-        spans = sorted(profile.zones, key=lambda z: z.start_pfn)
-        self._starts = [z.start_pfn for z in spans]
-        self._spans = [(z.start_pfn + z.pages, z.node) for z in spans]
-
-    def node_of(self, pfn: int) -> int | None:
-        i = bisect.bisect_right(self._starts, pfn) - 1
-        if i < 0:
-            return None
-        end, node = self._spans[i]
-        return node if pfn < end else None
 
 
 def merge_zoneinfo(answers: Sequence[pb.GetZoneInfoResponse]) -> pb.GetZoneInfoResponse:
@@ -106,7 +90,8 @@ class ZoneRouter:
             raise ValueError("a zone router needs at least one node's zone instance")
         self.profile = profile
         self.instances = dict(sorted(instances.items()))
-        self.owners = PfnOwners(profile)
+        # Which node owns a pfn: the zones' spans, as the MMU and slab look them up.
+        self.layout = Machine(profile)
 
     def for_cpu(self, cpu: int) -> ZoneCalls:
         """The instance of the CPU's node (the first one for a CPU of none)."""
@@ -141,7 +126,8 @@ class ZoneRouter:
     ) -> int:
         by_node: dict[int | None, list[tuple[int, int]]] = {}
         for pfn, order in blocks:
-            by_node.setdefault(self.owners.node_of(pfn), []).append((pfn, order))
+            zone = self.layout.zone_of_pfn(pfn)
+            by_node.setdefault(zone.node if zone else None, []).append((pfn, order))
         freed = 0
         for node, batch in by_node.items():
             # A pfn of no node: the CPU's instance refuses it (INVALID_ARGUMENT).
