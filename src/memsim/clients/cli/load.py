@@ -13,6 +13,7 @@ from typing import IO, Annotated, Any
 import grpc
 import typer
 
+from memsim.clients.cli.durations import duration_seconds
 from memsim.clients.cli.machine import running_machine
 from memsim.clients.load.clients import (
     ClientError,
@@ -43,7 +44,6 @@ from memsim.services.slab.client import SlabClient
 from memsim.services.zone.client import ZoneClient
 
 CALL_DEADLINE_S = 60.0  # an OOM round or a swap storm can take a while
-UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def fail(message: str) -> typer.Exit:
@@ -53,15 +53,7 @@ def fail(message: str) -> typer.Exit:
 
 def parse_duration(text: str) -> float:
     """ "30s", "500ms", "2m", "1h" or plain seconds."""
-    number, scale = text.strip(), 1.0
-    for suffix in sorted(UNITS, key=len, reverse=True):
-        if number.endswith(suffix):
-            number, scale = number[: -len(suffix)], UNITS[suffix]
-            break
-    try:
-        seconds = float(number) * scale
-    except ValueError:
-        raise ValueError(f"{text!r} is not a duration such as 30s, 2m or 500ms") from None
+    seconds = duration_seconds(text.strip(), "30s, 2m or 500ms")
     if not seconds > 0:
         raise ValueError(f"{text!r}: the duration must be more than 0")
     return seconds

@@ -20,6 +20,7 @@ from rich.table import Table
 from memsim.clients.cli import procfs_export, procwrite, sysctl
 from memsim.clients.cli.credentials import admin_token
 from memsim.clients.cli.demo import run_demo
+from memsim.clients.cli.durations import UNITS, duration_seconds
 from memsim.clients.cli.load import load_command
 from memsim.clients.cli.machine import (
     bring_up,
@@ -503,20 +504,13 @@ procfs_app = typer.Typer(
 app.add_typer(procfs_app, name="procfs")
 app.add_typer(plot_app, name="plot")
 
-INTERVAL_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+# An export's period: ms, s or m (an hour between exports is no export).
+INTERVAL_UNITS = {unit: UNITS[unit] for unit in ("ms", "s", "m")}
 
 
 def parse_interval(text: str) -> float:
     """ "1s", "500ms", "2m" or plain seconds ("0.5"); at least 10 ms."""
-    number, unit = text, "s"
-    for suffix in sorted(INTERVAL_UNITS, key=len, reverse=True):
-        if text.endswith(suffix):
-            number, unit = text[: -len(suffix)], suffix
-            break
-    try:
-        seconds = float(number) * INTERVAL_UNITS[unit]
-    except ValueError:
-        raise ValueError(f"{text!r} is not a duration such as 1s or 500ms") from None
+    seconds = duration_seconds(text, "1s or 500ms", INTERVAL_UNITS)
     if not seconds >= 0.01:
         raise ValueError(f"{text!r} is shorter than 10ms")
     return seconds

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import grpc
 import typer
 
+from memsim.clients.cli.durations import duration_seconds
 from memsim.clients.cli.machine import running_machine
 from memsim.clients.cli.nodes import BuddyNodes, boot_profile, buddy_over, node_services, zone_over
 from memsim.runtime.channel import DefaultDeadline
@@ -42,7 +43,6 @@ DEADLINE_S = 30.0
 MAX_MESSAGE_BYTES = 256 << 20
 MAX_DURATION_S = 3600.0
 MAX_SAMPLES = 10_000
-UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def fail(message: str) -> typer.Exit:
@@ -52,15 +52,7 @@ def fail(message: str) -> typer.Exit:
 
 def parse_duration(text: str) -> float:
     """ "10s", "500ms", "2m", "1h" or plain seconds ("0.5"); at least 10 ms."""
-    number, unit = text.strip(), "s"
-    for suffix in sorted(UNITS, key=len, reverse=True):
-        if number.endswith(suffix):
-            number, unit = number[: -len(suffix)], suffix
-            break
-    try:
-        seconds = float(number) * UNITS[unit]
-    except ValueError:
-        raise ValueError(f"{text!r} is not a duration such as 10s, 500ms or 2m") from None
+    seconds = duration_seconds(text.strip(), "10s, 500ms or 2m")
     if not seconds >= 0.01:  # also refuses nan
         raise ValueError(f"{text!r} is shorter than 10ms")
     if seconds == float("inf"):
